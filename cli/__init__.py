@@ -1,0 +1,1 @@
+"""The `corral` command: a client of the HTTP API, with rich output."""

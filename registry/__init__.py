@@ -1,0 +1,1 @@
+"""The model store: names, manifests, blobs, GGUF metadata, Modelfiles and the registry client."""

@@ -1,0 +1,193 @@
+"""The shell around the Scheduler: feeds it events, carries out its actions, lends out workers.
+
+Owned by the event loop: every scheduler call and every mutation here happens on it,
+never across an await in the middle of a decision. Actions are carried out without
+awaiting where the caller may be a cancelled task (a client that went away): Stop and
+Spawn become tasks of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from supervisor.config import Settings
+from supervisor.errors import ApiError, LoadFailed, QueueFull, RequestCancelled
+from supervisor.keepalive import KeepAlive
+from supervisor.scheduler import (
+    Action,
+    Assign,
+    LoadedModel,
+    ModelSpec,
+    PendingRequest,
+    Reject,
+    RejectReason,
+    RequestId,
+    Scheduler,
+    Spawn,
+    Stop,
+    WorkerId,
+)
+from supervisor.workers import WorkerCommand, WorkerHandle, WorkerLoadError
+from worker.transport import private_runtime_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A request's claim on a ready worker, held until the request ends."""
+
+    request_id: RequestId
+    handle: WorkerHandle
+    load_duration_s: float
+
+
+class Runtime:
+    """Runs workers for the API; `lease()` is the one way handlers reach a worker."""
+
+    def __init__(self, settings: Settings, memory_budget_bytes: int) -> None:
+        self.settings = settings
+        self.scheduler = Scheduler(
+            max_loaded=settings.max_loaded_models,
+            max_queue=settings.max_queue,
+            memory_budget_bytes=memory_budget_bytes,
+            default_keep_alive=settings.keep_alive,
+        )
+        self._workers: dict[WorkerId, WorkerHandle] = {}
+        self._waiting: dict[RequestId, asyncio.Future[WorkerId]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._runtime_dir = private_runtime_dir()
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick_loop())
+
+    async def stop(self) -> None:
+        """Stop every worker and reap it; called from the app's lifespan."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        handles = list(self._workers.values())
+        await asyncio.gather(*(h.stop() for h in handles), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        shutil.rmtree(self._runtime_dir, ignore_errors=True)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, spec: ModelSpec, keep_alive: KeepAlive | None) -> AsyncIterator[Lease]:
+        """Wait for a worker of `spec` with a free slot; release it when the block ends."""
+        rid = RequestId(next(self._ids))
+        started = time.monotonic()
+        future: asyncio.Future[WorkerId] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        self._apply(self.scheduler.on_request(PendingRequest(rid, spec, keep_alive, started), started))
+        try:
+            worker_id = await future
+        except asyncio.CancelledError:
+            self._waiting.pop(rid, None)
+            self._apply(self.scheduler.on_request_cancelled(rid, time.monotonic()))
+            raise
+        handle = self._workers[worker_id]
+        try:
+            yield Lease(rid, handle, time.monotonic() - started)
+        finally:
+            self._apply(self.scheduler.on_request_finished(rid, time.monotonic()))
+
+    def unload(self, path: str) -> None:
+        """keep_alive 0 with no input: stop idle workers of this model now, busy ones when idle."""
+        self._apply(self.scheduler.on_unload(path, time.monotonic()))
+
+    def snapshot(self) -> list[tuple[LoadedModel, WorkerHandle | None]]:
+        now = time.monotonic()
+        return [(m, self._workers.get(m.worker_id)) for m in self.scheduler.snapshot(now)]
+
+    def _apply(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Assign):
+                future = self._waiting.pop(action.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(action.worker_id)
+            elif isinstance(action, Reject):
+                future = self._waiting.pop(action.request_id, None)
+                if future is not None and not future.done():
+                    future.set_exception(_rejection(action))
+            elif isinstance(action, Spawn):
+                self._spawn(action)
+            elif isinstance(action, Stop):
+                self._stop(action)
+        self._wake.set()
+
+    def _spawn(self, action: Spawn) -> None:
+        spec, opts = action.spec, dict(action.spec.runner_options)
+        command = WorkerCommand(
+            model_name=spec.name,
+            model_path=spec.path,
+            backend=self.settings.worker_backend,
+            num_ctx=int(opts["num_ctx"]),
+            num_parallel=spec.num_parallel,
+            num_batch=int(opts.get("num_batch", 512)),
+            num_gpu=int(opts.get("num_gpu", -1)),
+            num_thread=int(opts.get("num_thread", 0)),
+            use_mmap=bool(opts.get("use_mmap", True)),
+            embedding=spec.is_embedding,
+            extra_args=self.settings.worker_args,
+        )
+        handle = WorkerHandle(action.worker_id, command, self._runtime_dir)
+        handle.on_exit = self._on_exit
+        self._workers[action.worker_id] = handle
+        self._background(self._load(handle))
+
+    async def _load(self, handle: WorkerHandle) -> None:
+        wid = WorkerId(handle.worker_id)
+        try:
+            ready = await handle.start(self.settings.load_timeout_s)
+        except WorkerLoadError as exc:
+            log.warning("model load failed model=%s error=%s", handle.name, exc)
+            self._apply(self.scheduler.on_worker_failed(wid, str(exc), time.monotonic()))
+            return
+        log.info("model loaded model=%s pid=%s memory_bytes=%d", handle.name, ready.pid,
+                 ready.memory_bytes)
+        self._apply(self.scheduler.on_worker_ready(wid, ready.memory_bytes, time.monotonic()))
+
+    def _stop(self, action: Stop) -> None:
+        handle = self._workers.get(action.worker_id)
+        if handle is not None:
+            log.info("unloading model=%s pid=%s reason=%s", handle.name, handle.pid, action.reason)
+            self._background(handle.stop())
+
+    def _on_exit(self, handle: WorkerHandle) -> None:
+        wid = WorkerId(handle.worker_id)
+        if self._workers.pop(wid, None) is not None and handle.ready is not None:
+            self._apply(self.scheduler.on_worker_exited(wid, time.monotonic()))
+
+    def _background(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            deadline = self.scheduler.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._apply(self.scheduler.on_tick(time.monotonic()))
+
+
+def _rejection(action: Reject) -> ApiError:
+    if action.reason is RejectReason.QUEUE_FULL:
+        return QueueFull()
+    if action.reason is RejectReason.LOAD_FAILED:
+        return LoadFailed(action.message or "model failed to load")
+    if action.reason is RejectReason.TOO_LARGE:
+        return ApiError(action.message or "model requires more memory than is available")
+    return RequestCancelled()

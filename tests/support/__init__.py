@@ -1,0 +1,1 @@
+"""Helpers the test suite builds on: generated models, fakes and harnesses."""

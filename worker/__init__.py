@@ -1,0 +1,1 @@
+"""One model per process: renders prompts, tokenizes, generates, streams replies."""
