@@ -33,7 +33,7 @@ $(DEFAULT_GGUF): | $(STAMP)
 run: $(STAMP) $(DEFAULT_GGUF)
 	$(BIN)/python -m cli.quickstart --gguf $(DEFAULT_GGUF) --model $(DEFAULT_MODEL) --prompt "$(PROMPT)"
 
-test: $(STAMP)
+test: $(STAMP) $(DEFAULT_GGUF)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -76,7 +76,7 @@ class WorkerCommand:
             "--model-name", self.model_name, "--backend", self.backend,
             "--num-ctx", str(self.num_ctx), "--num-parallel", str(self.num_parallel),
             "--num-batch", str(self.num_batch), "--num-gpu", str(self.num_gpu),
-            "--num-thread", str(self.num_thread), "--parent-pid", str(os.getpid()),
+            "--num-thread", str(self.num_thread),
         ]
         args.append("--use-mmap" if self.use_mmap else "--no-mmap")
         if self.embedding:

@@ -26,3 +26,14 @@ def models_dir(tmp_path: Path) -> Path:
     path = tmp_path / "models"
     path.mkdir()
     return path
+
+
+SMOLLM2 = Path(__file__).resolve().parents[1] / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The default model, fetched by `make model` (a dependency of `make test`)."""
+    if not SMOLLM2.exists():
+        pytest.skip("SmolLM2 GGUF not fetched; run `make model`")
+    return SMOLLM2
