@@ -33,11 +33,12 @@ $(DEFAULT_GGUF): | $(STAMP)
 run: $(STAMP) $(DEFAULT_GGUF)
 	$(BIN)/python -m cli.quickstart --gguf $(DEFAULT_GGUF) --model $(DEFAULT_MODEL) --prompt "$(PROMPT)"
 
-test: $(STAMP) $(DEFAULT_GGUF)
+test: $(STAMP) $(DEFAULT_GGUF) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check supervisor worker registry cli tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .cache

@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import psutil
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -13,8 +14,6 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from registry.store import ModelStore
-import psutil
-
 from supervisor.api import blobs, chat, create, embed, generate, models, ps, system
 from supervisor.api.context import AppState
 from supervisor.catalog import Catalog

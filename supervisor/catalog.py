@@ -60,7 +60,9 @@ class LocalModel:
         cfg, info = self.config, self.gguf
         family = cfg.get("model_family") or (info.architecture if info else "")
         families = cfg.get("model_families") or ([family] if family else None)
-        size = cfg.get("model_type") or (format_parameter_count(info.parameter_count) if info else "")
+        size = cfg.get("model_type") or (
+            format_parameter_count(info.parameter_count) if info else ""
+        )
         quant = cfg.get("file_type") or (info.file_type if info else "")
         out: dict[str, Any] = {
             "parent_model": self.parent,

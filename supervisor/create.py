@@ -6,7 +6,6 @@ from then on, progress is Ollama's status lines and a failure is a final error l
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -22,12 +21,18 @@ from registry.modelfile import parse_modelfile, to_create_spec
 from registry.names import ModelName
 from registry.options import DEPRECATED, OPTION_KINDS, validate_options
 from supervisor.catalog import Catalog
-from supervisor.errors import ApiError, BadRequest, ModelNotFound
+from supervisor.errors import BadRequest, ModelNotFound
 from supervisor.schemas import CreateRequest
 from worker.gotemplate import GoTemplate, TemplateError
 
 Progress = dict[str, Any]
-_REPLACEABLE = {mf.LAYER_TEMPLATE, mf.LAYER_PROMPT, mf.LAYER_SYSTEM, mf.LAYER_PARAMS, mf.LAYER_MESSAGES}
+_REPLACEABLE = {
+    mf.LAYER_TEMPLATE,
+    mf.LAYER_PROMPT,
+    mf.LAYER_SYSTEM,
+    mf.LAYER_PARAMS,
+    mf.LAYER_MESSAGES,
+}
 
 
 async def create_model(catalog: Catalog, req: CreateRequest) -> AsyncGenerator[Progress, None]:
@@ -104,7 +109,9 @@ async def _base(
         layers = []
         for layer in stored.manifest.layers:
             if layer.media_type in (mf.LAYER_MODEL, mf.LAYER_ADAPTER, mf.LAYER_PROJECTOR):
-                layer = Layer(layer.media_type, layer.digest, layer.size, layer.from_ or short, layer.name)
+                layer = Layer(
+                    layer.media_type, layer.digest, layer.size, layer.from_ or short, layer.name
+                )
             layers.append(layer)
         return layers, dict(local.params), local.gguf
     if req.files:

@@ -1,12 +1,12 @@
 """The API's errors: one ApiError tree, the worker ErrorCode -> status table, one renderer.
 
-    ApiError (status 500)
-    ├── BadRequest         400
-    ├── ModelNotFound      404
-    ├── RequestCancelled   499   the client went away while waiting
-    ├── QueueFull          503
-    ├── LoadFailed         500   a worker could not load its model
-    └── WorkerCrashed      500   a worker died with requests in flight
+ApiError (status 500)
+├── BadRequest         400
+├── ModelNotFound      404
+├── RequestCancelled   499   the client went away while waiting
+├── QueueFull          503
+├── LoadFailed         500   a worker could not load its model
+└── WorkerCrashed      500   a worker died with requests in flight
 """
 
 from __future__ import annotations

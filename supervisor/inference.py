@@ -1,4 +1,4 @@
-"""Generate, chat and embed as services: resolve the model, lease a worker, turn replies into records.
+"""Generate, chat and embed as services: resolve, lease a worker, turn replies into records.
 
 Handlers call `prepare()` (all validation, before any byte is sent) and then iterate one
 of the `*_records` generators, which yield Ollama's wire records. Leaving a generator
@@ -84,9 +84,8 @@ def prepare(
 def check_think(local: LocalModel, think: bool | str | None) -> bool | str | None:
     """Ollama's thinking rules: default on for thinking models, 400 for others asking for it."""
     if isinstance(think, str) and think not in THINK_LEVELS:
-        raise BadRequest(
-            f'invalid think value: "{think}" (must be "high", "medium", "low", "max", true, or false)'
-        )
+        allowed = '"high", "medium", "low", "max", true, or false'
+        raise BadRequest(f'invalid think value: "{think}" (must be {allowed})')
     thinks = "thinking" in local.capabilities
     if think is None:
         return True if thinks else None
@@ -99,7 +98,7 @@ def check_format(fmt: object) -> str | dict[str, object] | None:
     if fmt is None or fmt == "":
         return None
     if fmt == "json" or isinstance(fmt, dict):
-        return fmt  # type: ignore[return-value]
+        return fmt
     raise BadRequest(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object')
 
 

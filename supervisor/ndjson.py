@@ -1,4 +1,4 @@
-"""NDJSON streaming with Ollama's error rule: before the first byte a status, after it an error line.
+"""NDJSON streaming with Ollama's rule: an error before the first byte is a status, after it a line.
 
 The caller hands over an async iterator of JSON objects. The first object is awaited
 before the response starts, so an error raised there becomes a proper HTTP status. An

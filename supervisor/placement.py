@@ -1,4 +1,4 @@
-"""Pure: a request's model + options -> the ModelSpec the scheduler places (load options, memory)."""
+"""Pure: a request's model and options -> the ModelSpec the scheduler places."""
 
 from __future__ import annotations
 

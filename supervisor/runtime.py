@@ -17,6 +17,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import psutil
+
 from supervisor.config import Settings
 from supervisor.errors import ApiError, LoadFailed, QueueFull, RequestCancelled
 from supervisor.keepalive import KeepAlive
@@ -88,7 +90,9 @@ class Runtime:
         started = time.monotonic()
         future: asyncio.Future[WorkerId] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
-        self._apply(self.scheduler.on_request(PendingRequest(rid, spec, keep_alive, started), started))
+        self._apply(
+            self.scheduler.on_request(PendingRequest(rid, spec, keep_alive, started), started)
+        )
         try:
             worker_id = await future
         except asyncio.CancelledError:
@@ -126,16 +130,16 @@ class Runtime:
         self._wake.set()
 
     def _spawn(self, action: Spawn) -> None:
-        spec, opts = action.spec, dict(action.spec.runner_options)
+        spec, opts = action.spec, {k: v for k, v in action.spec.runner_options}
         command = WorkerCommand(
             model_name=spec.name,
             model_path=spec.path,
             backend=self.settings.worker_backend,
-            num_ctx=int(opts["num_ctx"]),
+            num_ctx=_int(opts["num_ctx"], 2048),
             num_parallel=spec.num_parallel,
-            num_batch=int(opts.get("num_batch", 512)),
-            num_gpu=int(opts.get("num_gpu", -1)),
-            num_thread=int(opts.get("num_thread", 0)),
+            num_batch=_int(opts.get("num_batch"), 512),
+            num_gpu=_int(opts.get("num_gpu"), -1),
+            num_thread=_int(opts.get("num_thread"), 0),
             use_mmap=bool(opts.get("use_mmap", True)),
             embedding=spec.is_embedding,
             extra_args=self.settings.worker_args,
@@ -153,9 +157,9 @@ class Runtime:
             log.warning("model load failed model=%s error=%s", handle.name, exc)
             self._apply(self.scheduler.on_worker_failed(wid, str(exc), time.monotonic()))
             return
-        log.info("model loaded model=%s pid=%s memory_bytes=%d", handle.name, ready.pid,
-                 ready.memory_bytes)
-        self._apply(self.scheduler.on_worker_ready(wid, ready.memory_bytes, time.monotonic()))
+        memory = max(ready.memory_bytes, _resident_bytes(ready.pid))
+        log.info("model loaded model=%s pid=%s memory_bytes=%d", handle.name, ready.pid, memory)
+        self._apply(self.scheduler.on_worker_ready(wid, memory, time.monotonic()))
 
     def _stop(self, action: Stop) -> None:
         handle = self._workers.get(action.worker_id)
@@ -181,6 +185,18 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._apply(self.scheduler.on_tick(time.monotonic()))
+
+
+def _int(value: object, default: int) -> int:
+    return int(value) if isinstance(value, (int, float)) else default
+
+
+def _resident_bytes(pid: int) -> int:
+    """The worker's real resident memory (weights paged in, KV cache, buffers)."""
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
 
 
 def _rejection(action: Reject) -> ApiError:

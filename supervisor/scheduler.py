@@ -296,15 +296,19 @@ class Scheduler:
 
     def next_deadline(self) -> float | None:
         """The earliest finite expires_at of an idle worker: when to call on_tick next."""
-        deadlines = [w.expires_at for w in self._workers.values()
-                     if w.is_idle and w.expires_at is not None and math.isfinite(w.expires_at)]
+        deadlines = [
+            w.expires_at
+            for w in self._workers.values()
+            if w.is_idle and w.expires_at is not None and math.isfinite(w.expires_at)
+        ]
         return min(deadlines, default=None)
 
     def snapshot(self, now: float) -> list[LoadedModel]:
         """Every worker alive, by worker id. `now` is accepted for the runtime's convenience."""
         return [
-            LoadedModel(w.id, w.spec, w.state, len(w.active), w.memory_bytes, w.expires_at,
-                        w.keep_alive)  # fmt: skip
+            LoadedModel(
+                w.id, w.spec, w.state, len(w.active), w.memory_bytes, w.expires_at, w.keep_alive
+            )  # fmt: skip
             for w in self._sorted_workers()
         ]
 

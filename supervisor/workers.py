@@ -72,11 +72,27 @@ class WorkerCommand:
 
     def argv(self, endpoint: str) -> list[str]:
         args = [
-            sys.executable, "-m", "worker", "--endpoint", endpoint, "--model", self.model_path,
-            "--model-name", self.model_name, "--backend", self.backend,
-            "--num-ctx", str(self.num_ctx), "--num-parallel", str(self.num_parallel),
-            "--num-batch", str(self.num_batch), "--num-gpu", str(self.num_gpu),
-            "--num-thread", str(self.num_thread),
+            sys.executable,
+            "-m",
+            "worker",
+            "--endpoint",
+            endpoint,
+            "--model",
+            self.model_path,
+            "--model-name",
+            self.model_name,
+            "--backend",
+            self.backend,
+            "--num-ctx",
+            str(self.num_ctx),
+            "--num-parallel",
+            str(self.num_parallel),
+            "--num-batch",
+            str(self.num_batch),
+            "--num-gpu",
+            str(self.num_gpu),
+            "--num-thread",
+            str(self.num_thread),
         ]
         args.append("--use-mmap" if self.use_mmap else "--no-mmap")
         if self.embedding:
@@ -135,7 +151,9 @@ class WorkerHandle:
             first = await asyncio.wait_for(self._handshake.get(), timeout)
         except TimeoutError:
             await self.stop()
-            raise WorkerLoadError(self._why(f"timed out after {load_timeout_s:g}s loading")) from None
+            raise WorkerLoadError(
+                self._why(f"timed out after {load_timeout_s:g}s loading")
+            ) from None
         if isinstance(first, p.Ready) and first.protocol_version == p.PROTOCOL_VERSION:
             self.ready = first
             self.state = WorkerState.READY

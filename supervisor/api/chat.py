@@ -38,10 +38,20 @@ async def chat(request: Request) -> Response:
     st = app_state(request)
     if req.top_logprobs is not None and not 0 <= req.top_logprobs <= 20:
         raise BadRequest("top_logprobs must be between 0 and 20")
-    prep = prepare(st.catalog, st.settings, free_memory, req.model, req.options, req.keep_alive,
-                   missing_status=400)
-    head: Record = {"model": req.model, "created_at": created_at(),
-                    "message": {"role": "assistant", "content": ""}}
+    prep = prepare(
+        st.catalog,
+        st.settings,
+        free_memory,
+        req.model,
+        req.options,
+        req.keep_alive,
+        missing_status=400,
+    )
+    head: Record = {
+        "model": req.model,
+        "created_at": created_at(),
+        "message": {"role": "assistant", "content": ""},
+    }
     if not req.messages and prep.keep_alive is not None and prep.keep_alive.seconds == 0:
         st.runtime.unload(prep.spec.path)
         return JSONResponse({**head, "done": True, "done_reason": "unload"})
@@ -54,8 +64,9 @@ async def chat(request: Request) -> Response:
     fmt = check_format(req.format)
     if not req.messages:
         load_s = await load_only(st.runtime, prep)
-        return JSONResponse({**head, "done": True, "done_reason": "load",
-                             "load_duration": int(load_s * 1e9)})
+        return JSONResponse(
+            {**head, "done": True, "done_reason": "load", "load_duration": int(load_s * 1e9)}
+        )
     messages = history(prep.local, [m.wire() for m in req.messages])
 
     def build(request_id: int) -> p.Generate:
@@ -75,7 +86,9 @@ async def chat(request: Request) -> Response:
     return await ndjson.respond(records, stream=req.stream is not False, collect=_collect)
 
 
-def history(local: LocalModel, request_messages: list[dict[str, object]]) -> list[dict[str, object]]:
+def history(
+    local: LocalModel, request_messages: list[dict[str, object]]
+) -> list[dict[str, object]]:
     """The model's MESSAGE history, then the request's; the model SYSTEM first unless overridden."""
     out: list[dict[str, object]] = [dict(m) for m in local.messages]
     if local.system and (not request_messages or request_messages[0].get("role") != "system"):
@@ -107,8 +120,13 @@ async def _records(
             final_message: dict[str, Any] = {"role": "assistant", "content": ""}
             if reply.tool_calls:
                 final_message["tool_calls"] = tool_calls_with_ids(reply.tool_calls)
-            final: Record = {"model": model, "created_at": created_at(), "message": final_message,
-                             "done": True, "done_reason": reply.done_reason}
+            final: Record = {
+                "model": model,
+                "created_at": created_at(),
+                "message": final_message,
+                "done": True,
+                "done_reason": reply.done_reason,
+            }
             final.update(stats(reply, started, load_s))
             yield final
 

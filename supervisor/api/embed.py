@@ -23,26 +23,29 @@ async def embed(request: Request) -> Response:
     started = time.monotonic()
     if not inputs:
         load_s = await load_only(st.runtime, prep)
-        return JSONResponse({"model": req.model, "embeddings": [],
-                             "load_duration": int(load_s * 1e9)})
+        return JSONResponse(
+            {"model": req.model, "embeddings": [], "load_duration": int(load_s * 1e9)}
+        )
     truncate = req.truncate is not False
     vectors: list[list[float]] = []
     count = 0
     load_s = 0.0
-    async for reply, load_s in stream_replies(
+    async for reply, loaded_s in stream_replies(
         st.runtime, prep, lambda rid: p.Embed(id=rid, inputs=inputs, truncate=truncate)
     ):
         if isinstance(reply, p.Embeddings):
-            vectors, count = reply.vectors, reply.prompt_eval_count
+            vectors, count, load_s = reply.vectors, reply.prompt_eval_count, loaded_s
     if req.dimensions is not None and req.dimensions > 0:
         vectors = [_cut(v, req.dimensions) for v in vectors]
-    return JSONResponse({
-        "model": req.model,
-        "embeddings": vectors,
-        "total_duration": int((time.monotonic() - started) * 1e9),
-        "load_duration": int(load_s * 1e9),
-        "prompt_eval_count": count,
-    })
+    return JSONResponse(
+        {
+            "model": req.model,
+            "embeddings": vectors,
+            "total_duration": int((time.monotonic() - started) * 1e9),
+            "load_duration": int(load_s * 1e9),
+            "prompt_eval_count": count,
+        }
+    )
 
 
 async def embeddings(request: Request) -> Response:

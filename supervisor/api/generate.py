@@ -77,14 +77,23 @@ async def _records(
     started = time.monotonic()
     async for reply, load_s in stream_replies(runtime, prep, build):
         if isinstance(reply, p.Chunk):
-            chunk: Record = {"model": model, "created_at": created_at(), "response": reply.text,
-                             "done": False}
+            chunk: Record = {
+                "model": model,
+                "created_at": created_at(),
+                "response": reply.text,
+                "done": False,
+            }
             if reply.thinking:
                 chunk["thinking"] = reply.thinking
             yield chunk
         elif isinstance(reply, p.Done):
-            final: Record = {"model": model, "created_at": created_at(), "response": "",
-                             "done": True, "done_reason": reply.done_reason}
+            final: Record = {
+                "model": model,
+                "created_at": created_at(),
+                "response": "",
+                "done": True,
+                "done_reason": reply.done_reason,
+            }
             if not raw:
                 final["context"] = reply.context
             final.update(stats(reply, started, load_s))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from registry.errors import InvalidName, ModelNotFound as StoreModelNotFound
+from registry.errors import InvalidName
+from registry.errors import ModelNotFound as StoreModelNotFound
+from registry.gguf import GGUFInfo, read_gguf
 from registry.modelfile import render_modelfile
 from registry.names import ModelName
 from registry.options import render_parameters
@@ -58,16 +61,13 @@ async def show(request: Request) -> Response:
     if stored is None:
         raise ModelNotFound(f"model '{name.display_shortest()}' not found")
     local = await run_in_threadpool(catalog.load, stored)
+    info: GGUFInfo | None = local.gguf
     if req.verbose and local.model_path is not None:
-        from registry.gguf import read_gguf
-
-        info = await run_in_threadpool(read_gguf, local.model_path, keep_arrays=True)
-    else:
-        info = local.gguf
+        info = await run_in_threadpool(partial(read_gguf, local.model_path, keep_arrays=True))
     return JSONResponse(_show_body(local, req, info))
 
 
-def _show_body(local: LocalModel, req: ShowRequest, info: Any) -> dict[str, Any]:
+def _show_body(local: LocalModel, req: ShowRequest, info: GGUFInfo | None) -> dict[str, Any]:
     params = dict(local.params)
     params.update(req.options or {})
     system = req.system if req.system is not None else local.system

@@ -28,15 +28,20 @@ async def ps(request: Request) -> Response:
         ctx = dict(model.spec.runner_options).get("num_ctx", 0)
         if handle is not None and handle.ready is not None:
             ctx = handle.ready.n_ctx
-        entries.append((left, {
-            "name": model.spec.name,
-            "model": model.spec.name,
-            "size": model.memory_bytes,
-            "digest": model.spec.digest,
-            "details": details,
-            "expires_at": timestamp(now_wall + left),
-            "size_vram": 0,
-            "context_length": ctx,
-        }))
+        entries.append(
+            (
+                left,
+                {
+                    "name": model.spec.name,
+                    "model": model.spec.name,
+                    "size": model.memory_bytes,
+                    "digest": model.spec.digest,
+                    "details": details,
+                    "expires_at": timestamp(now_wall + left),
+                    "size_vram": 0,
+                    "context_length": ctx,
+                },
+            )
+        )
     entries.sort(key=lambda e: e[0], reverse=True)
     return JSONResponse({"models": [e for _, e in entries]})

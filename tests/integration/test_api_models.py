@@ -49,7 +49,9 @@ def _create_tiny(client: ollama.Client, gguf: Path, name: str = "tiny") -> None:
     assert any(p.status == "writing manifest" for p in progress)
 
 
-def test_ollama_client_create_list_show_copy_delete(server: ServerProcess, client: ollama.Client, tiny_gguf: Path) -> None:
+def test_ollama_client_create_list_show_copy_delete(
+    server: ServerProcess, client: ollama.Client, tiny_gguf: Path
+) -> None:
     _create_tiny(client, tiny_gguf)
 
     listed = client.list().models
@@ -59,8 +61,10 @@ def test_ollama_client_create_list_show_copy_delete(server: ServerProcess, clien
     assert entry.details.format == "gguf" and entry.details.quantization_level == "F32"
     manifest = server.models_dir / "manifests/registry.ollama.ai/library/tiny/latest"
     assert entry.digest == hashlib.sha256(manifest.read_bytes()).hexdigest()
-    assert entry.size == sum(x["size"] for x in json.loads(manifest.read_bytes())["layers"]) + (
-        json.loads(manifest.read_bytes())["config"]["size"]
+    assert (
+        entry.size
+        == sum(x["size"] for x in json.loads(manifest.read_bytes())["layers"])
+        + (json.loads(manifest.read_bytes())["config"]["size"])
     )
 
     shown = client.show("tiny")
@@ -89,10 +93,16 @@ def test_ollama_client_create_list_show_copy_delete(server: ServerProcess, clien
     assert not (server.models_dir / "manifests/registry.ollama.ai").exists()
 
 
-def test_create_from_existing_model_overrides_layers(server: ServerProcess, client: ollama.Client, tiny_gguf: Path) -> None:
+def test_create_from_existing_model_overrides_layers(
+    server: ServerProcess, client: ollama.Client, tiny_gguf: Path
+) -> None:
     _create_tiny(client, tiny_gguf)
-    done = client.create(model="me/tiny-pirate:1", from_="tiny", system="Talk like a pirate.",
-                         parameters={"temperature": 0.1})
+    done = client.create(
+        model="me/tiny-pirate:1",
+        from_="tiny",
+        system="Talk like a pirate.",
+        parameters={"temperature": 0.1},
+    )
     assert done.status == "success"
     shown = client.show("me/tiny-pirate:1")
     assert "SYSTEM Talk like a pirate." in (shown.modelfile or "")
@@ -110,14 +120,30 @@ def test_create_from_existing_model_overrides_layers(server: ServerProcess, clie
         ("/api/show", {"model": "bad name!"}, 400, "invalid model name"),
         ("/api/show", {"model": 5}, 400, '"model"'),
         ("/api/show", {"model": "nosuch"}, 404, "model 'nosuch:latest' not found"),
-        ("/api/create", {"model": "../evil", "files": {"x.gguf": "sha256:" + "0" * 64}}, 400,
-         "invalid model name"),
-        ("/api/create", {"model": "ok", "files": {"../x.gguf": "sha256:" + "0" * 64}}, 400,
-         "file path must be relative"),
-        ("/api/create", {"model": "ok", "files": {"/etc/x.gguf": "sha256:" + "0" * 64}}, 400,
-         "file path must be relative"),
-        ("/api/create", {"model": "ok", "files": {"x.gguf": "sha256:../../../x"}}, 400,
-         "invalid digest format"),
+        (
+            "/api/create",
+            {"model": "../evil", "files": {"x.gguf": "sha256:" + "0" * 64}},
+            400,
+            "invalid model name",
+        ),
+        (
+            "/api/create",
+            {"model": "ok", "files": {"../x.gguf": "sha256:" + "0" * 64}},
+            400,
+            "file path must be relative",
+        ),
+        (
+            "/api/create",
+            {"model": "ok", "files": {"/etc/x.gguf": "sha256:" + "0" * 64}},
+            400,
+            "file path must be relative",
+        ),
+        (
+            "/api/create",
+            {"model": "ok", "files": {"x.gguf": "sha256:../../../x"}},
+            400,
+            "invalid digest format",
+        ),
         ("/api/create", {"model": "ok"}, 400, "neither 'from' or 'files' was specified"),
         ("/api/copy", {"source": "..", "destination": "x"}, 400, 'source ".." is invalid'),
         ("/api/copy", {"source": "nosuch", "destination": "x"}, 404, 'model "nosuch" not found'),
@@ -166,7 +192,9 @@ def test_blob_upload_is_verified_against_its_digest(server: ServerProcess) -> No
     assert httpx.post(f"{server.url}/api/blobs/{good}", content=b"ignored").status_code == 200
 
 
-def test_truncated_gguf_is_rejected_with_a_clear_error(server: ServerProcess, client: ollama.Client, tiny_gguf: Path) -> None:
+def test_truncated_gguf_is_rejected_with_a_clear_error(
+    server: ServerProcess, client: ollama.Client, tiny_gguf: Path
+) -> None:
     cut = server.models_dir.parent / "cut.gguf"
     cut.write_bytes(tiny_gguf.read_bytes()[:5000])
     digest = client.create_blob(cut)
@@ -225,7 +253,10 @@ def _ollama_layout_store(root: Path, gguf: Path) -> str:
 def test_a_store_in_ollamas_layout_lists_and_shows(models_dir: Path, tiny_gguf: Path) -> None:
     manifest_digest = _ollama_layout_store(models_dir, tiny_gguf)
     os.utime(models_dir / "blobs", None)
-    with run_server(models_dir, env={"CORRAL_NOPRUNE": "1"}) as srv, ollama.Client(host=srv.url) as client:
+    with (
+        run_server(models_dir, env={"CORRAL_NOPRUNE": "1"}) as srv,
+        ollama.Client(host=srv.url) as client,
+    ):
         (entry,) = client.list().models
         assert entry.model == "llama3.2:latest" and entry.digest == manifest_digest
         assert entry.details is not None

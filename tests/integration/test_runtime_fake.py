@@ -38,7 +38,9 @@ def _wait_for(predicate: object, timeout_s: float = 30.0) -> None:
 
 
 @pytest.fixture
-def fake_server(models_dir: Path, tiny_gguf: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+def fake_server(
+    models_dir: Path, tiny_gguf: Path, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
     marker = request.node.get_closest_marker("worker_args")
     env = {"CORRAL_WORKER_BACKEND": "fake", "CORRAL_NUM_PARALLEL": "1"}
     if marker is not None:
@@ -55,8 +57,9 @@ def test_generate_and_chat_stream_through_the_ollama_client(fake_server: ServerP
         assert "".join(p.response for p in parts) == "Hello, world! café"
         assert parts[-1].done and parts[-1].done_reason == "stop"
         assert parts[-1].eval_count and parts[-1].prompt_eval_count
-        chat = list(client.chat(model="tiny", messages=[{"role": "user", "content": "hi"}],
-                                stream=True))
+        chat = list(
+            client.chat(model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True)
+        )
         assert "".join(c.message.content or "" for c in chat) == "Hello, world! café"
         whole = client.chat(model="tiny", messages=[{"role": "user", "content": "hi"}])
         assert whole.message.content == "Hello, world! café" and whole.done
@@ -88,7 +91,9 @@ def test_two_models_each_in_its_own_process(fake_server: ServerProcess, tmp_path
         procs = _workers(fake_server)
         assert len(procs) == 2 and len({p.pid for p in procs}) == 2
         assert {p.cmdline()[p.cmdline().index("--model-name") + 1] for p in procs} == {
-            "tiny:latest", "other:latest"}
+            "tiny:latest",
+            "other:latest",
+        }
         for _ in stream:
             pass
         _wait_for(lambda: [m.model for m in client.ps().models] == ["tiny:latest"])
@@ -96,7 +101,9 @@ def test_two_models_each_in_its_own_process(fake_server: ServerProcess, tmp_path
 
 
 @pytest.mark.worker_args(SLOW)
-def test_worker_killed_mid_stream_is_an_error_line_then_recovers(fake_server: ServerProcess) -> None:
+def test_worker_killed_mid_stream_is_an_error_line_then_recovers(
+    fake_server: ServerProcess,
+) -> None:
     with httpx.Client(base_url=fake_server.url, timeout=60) as http:
         with http.stream("POST", "/api/generate", json={"model": "tiny", "prompt": "x"}) as resp:
             lines = resp.iter_lines()
@@ -107,8 +114,10 @@ def test_worker_killed_mid_stream_is_an_error_line_then_recovers(fake_server: Se
         assert resp.status_code == 200
         assert "error" in rest[-1] and "tiny:latest" in rest[-1]["error"]
         assert fake_server.proc.poll() is None
-        again = http.post("/api/generate", json={"model": "tiny", "prompt": "x", "stream": False,
-                                                 "options": {"num_predict": 2}})
+        again = http.post(
+            "/api/generate",
+            json={"model": "tiny", "prompt": "x", "stream": False, "options": {"num_predict": 2}},
+        )
         assert again.status_code == 200 and again.json()["done"] is True
 
 
@@ -121,8 +130,10 @@ def test_client_disconnect_cancels_the_request_in_the_worker(fake_server: Server
             next(lines)
         # The single slot frees only if the worker stopped the first stream (20 s of tokens).
         started = time.monotonic()
-        quick = http.post("/api/generate", json={"model": "tiny", "prompt": "y", "stream": False,
-                                                 "options": {"num_predict": 2}})
+        quick = http.post(
+            "/api/generate",
+            json={"model": "tiny", "prompt": "y", "stream": False, "options": {"num_predict": 2}},
+        )
         assert quick.status_code == 200
         assert time.monotonic() - started < 10
 
@@ -131,8 +142,11 @@ def test_client_disconnect_cancels_the_request_in_the_worker(fake_server: Server
 def test_worker_crash_during_load_names_the_model_and_quotes_stderr(
     fake_server: ServerProcess,
 ) -> None:
-    answer = httpx.post(fake_server.url + "/api/generate",
-                        json={"model": "tiny", "prompt": "x", "stream": False}, timeout=60)
+    answer = httpx.post(
+        fake_server.url + "/api/generate",
+        json={"model": "tiny", "prompt": "x", "stream": False},
+        timeout=60,
+    )
     assert answer.status_code == 500
     error = answer.json()["error"]
     assert "tiny:latest" in error and "crashing during load" in error
@@ -146,3 +160,47 @@ def test_killed_supervisor_leaves_no_worker_behind(fake_server: ServerProcess) -
     fake_server.proc.send_signal(signal.SIGKILL)
     fake_server.proc.wait()
     _wait_for(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 20)
+
+
+@pytest.mark.parametrize(
+    "path, body, status, message",
+    [
+        ("/api/generate", {"model": "nosuch", "prompt": "x"}, 404, "model 'nosuch' not found"),
+        ("/api/generate", {"model": "", "prompt": "x"}, 404, "model '' not found"),
+        ("/api/chat", {"model": "", "messages": []}, 400, "model is required"),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "think": True}, 400,
+         '"tiny:latest" does not support thinking'),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "think": "loud"}, 400,
+         'invalid think value: "loud"'),
+        ("/api/chat", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                       "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
+         "does not support tools"),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "keep_alive": "3600"}, 400,
+         'time: missing unit in duration "3600"'),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "format": "yaml"}, 400,
+         "invalid format"),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "options": {"num_ctx": "big"}}, 400,
+         'option "num_ctx" must be of type integer'),
+        ("/api/generate", {"model": "tiny", "prompt": 7}, 400, '"prompt"'),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "raw": True, "system": "s"}, 400,
+         "raw mode does not support template, system, or context"),
+        ("/api/embed", {"model": "tiny", "input": [1, 2]}, 400, "invalid input type"),
+        ("/api/embeddings", {"model": "", "prompt": "x"}, 400, "model is required"),
+    ],
+)
+def test_inference_requests_are_validated_before_loading(
+    fake_server: ServerProcess, path: str, body: dict[str, object], status: int, message: str
+) -> None:
+    answer = httpx.post(fake_server.url + path, json=body, timeout=60)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+    assert _workers(fake_server) == []
+
+
+def test_format_schema_and_options_reach_the_worker(fake_server: ServerProcess) -> None:
+    schema = {"type": "object", "properties": {"hello": {"type": "string"}}}
+    with ollama.Client(host=fake_server.url) as client:
+        answer = client.generate(model="tiny", prompt="x", format=schema)
+        assert json.loads(answer.response) == {"hello": "world"}  # the fake's grammar output
+        short = client.generate(model="tiny", prompt="x", options={"num_predict": 2})
+        assert short.done_reason == "length" and short.eval_count == 2

@@ -21,12 +21,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.llama, pytest.mark.timeout(30
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     models = tmp_path_factory.mktemp("llama") / "models"
     models.mkdir()
-    with run_server(models, env={"CORRAL_CONTEXT_LENGTH": "256", "CORRAL_NUM_PARALLEL": "1"}) as srv:
+    with run_server(
+        models, env={"CORRAL_CONTEXT_LENGTH": "256", "CORRAL_NUM_PARALLEL": "1"}
+    ) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess, tiny_gguf: Path, tiny_embed_gguf: Path) -> Iterator[ollama.Client]:
+def client(
+    server: ServerProcess, tiny_gguf: Path, tiny_embed_gguf: Path
+) -> Iterator[ollama.Client]:
     with ollama.Client(host=server.url) as c:
         create_from_gguf(c, "tiny", tiny_gguf, parameters={"num_predict": 8})
         create_from_gguf(c, "tiny-embed", tiny_embed_gguf)
@@ -34,8 +38,9 @@ def client(server: ServerProcess, tiny_gguf: Path, tiny_embed_gguf: Path) -> Ite
 
 
 def test_llama_generate_streams_and_reports_stats(client: ollama.Client) -> None:
-    parts = list(client.generate(model="tiny", prompt="the cat", stream=True,
-                                 options={"temperature": 0}))
+    parts = list(
+        client.generate(model="tiny", prompt="the cat", stream=True, options={"temperature": 0})
+    )
     final = parts[-1]
     assert final.done and final.done_reason == "length"
     assert final.eval_count == 8 and (final.prompt_eval_count or 0) > 0
@@ -46,15 +51,25 @@ def test_llama_generate_streams_and_reports_stats(client: ollama.Client) -> None
 
 
 def test_llama_chat_streams(client: ollama.Client) -> None:
-    parts = list(client.chat(model="tiny", messages=[{"role": "user", "content": "hello"}],
-                             stream=True, options={"num_predict": 5}))
+    parts = list(
+        client.chat(
+            model="tiny",
+            messages=[{"role": "user", "content": "hello"}],
+            stream=True,
+            options={"num_predict": 5},
+        )
+    )
     assert parts[-1].done and parts[-1].eval_count == 5
     assert all(p.message.role == "assistant" for p in parts)
 
 
 def test_llama_format_json_is_enforced(client: ollama.Client) -> None:
-    answer = client.generate(model="tiny", prompt="json please", format="json",
-                             options={"num_predict": 24, "temperature": 0})
+    answer = client.generate(
+        model="tiny",
+        prompt="json please",
+        format="json",
+        options={"num_predict": 24, "temperature": 0},
+    )
     assert answer.response.lstrip().startswith("{")
 
 
@@ -81,11 +96,18 @@ def test_smollm2_answers_a_real_question(client: ollama.Client, smollm2_gguf: Pa
     create_from_gguf(client, "smollm2:135m", smollm2_gguf)
     answer = client.chat(
         model="smollm2:135m",
-        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        messages=[
+            {"role": "user", "content": "What is the capital of France? Answer in one word."}
+        ],
         options={"temperature": 0, "num_predict": 32},
     )
     assert "Paris" in answer.message.content
-    raw = client.generate(model="smollm2:135m", prompt="Say hello.", stream=False,
-                          options={"temperature": 0, "num_predict": 16}, keep_alive=0)
+    raw = client.generate(
+        model="smollm2:135m",
+        prompt="Say hello.",
+        stream=False,
+        options={"temperature": 0, "num_predict": 16},
+        keep_alive=0,
+    )
     assert raw.response.strip() and raw.done
     assert json.dumps(raw.model_dump(mode="json"))  # the client parsed every field

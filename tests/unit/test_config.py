@@ -1,4 +1,4 @@
-"""Settings read from an injected environment: defaults, aliases, and errors that name the variable."""
+"""Settings from an injected environment: defaults, aliases, errors that name the variable."""
 
 from __future__ import annotations
 
@@ -41,8 +41,12 @@ def test_config_host_parses_like_ollama_host(value: str, bind: tuple[str, int]) 
 
 @pytest.mark.parametrize(
     "var, value, seconds",
-    [("CORRAL_KEEP_ALIVE", "10m", 600), ("CORRAL_KEEP_ALIVE", "3600", 3600),
-     ("OLLAMA_KEEP_ALIVE", "-1", math.inf), ("CORRAL_LOAD_TIMEOUT", "0", math.inf)],
+    [
+        ("CORRAL_KEEP_ALIVE", "10m", 600),
+        ("CORRAL_KEEP_ALIVE", "3600", 3600),
+        ("OLLAMA_KEEP_ALIVE", "-1", math.inf),
+        ("CORRAL_LOAD_TIMEOUT", "0", math.inf),
+    ],
 )
 def test_config_durations(var: str, value: str, seconds: float) -> None:
     s = Settings.from_env({var: value})

@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _imported_after(module: str) -> set[str]:
     code = f"import sys, {module}; print('\\n'.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
     return set(out.stdout.split())
 
 
@@ -43,7 +44,8 @@ def test_layering_only_config_reads_the_environment() -> None:
         str(p.relative_to(REPO))
         for pkg in ("supervisor", "worker", "registry")
         for p in _sources(pkg)
-        if pattern.search(p.read_text()) and p.name != "config.py"
+        if pattern.search(p.read_text())
+        and p.name != "config.py"
         and p.relative_to(REPO).as_posix() != "supervisor/workers.py"  # GPU passthrough only
     ]
     assert offenders == []
