@@ -8,7 +8,7 @@ DEFAULT_GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 DEFAULT_MODEL := smollm2:135m
 PROMPT ?= Why is the sky blue? Answer in one sentence.
 
-.PHONY: install run test model lint clean
+.PHONY: install run test model lint clean system-deps
 
 install: $(STAMP)
 
@@ -33,7 +33,14 @@ $(DEFAULT_GGUF): | $(STAMP)
 run: $(STAMP) $(DEFAULT_GGUF)
 	$(BIN)/python -m cli.quickstart --gguf $(DEFAULT_GGUF) --model $(DEFAULT_MODEL) --prompt "$(PROMPT)"
 
-test: $(STAMP) $(DEFAULT_GGUF) lint
+# The pull/push tests run a real OCI registry: Debian's docker-registry (CNCF distribution).
+system-deps:
+	@command -v docker-registry >/dev/null 2>&1 || { \
+		echo "installing docker-registry for the registry tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null; }; }
+
+test: $(STAMP) $(DEFAULT_GGUF) system-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
