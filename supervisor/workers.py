@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from worker import protocol as p
-from worker.transport import Channel, bind_channel, ipc_endpoint
+from worker.transport import Channel, ChannelError, bind_channel, ipc_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,10 @@ class WorkerHandle:
             except p.ProtocolError as exc:
                 log.error("protocol error model=%s error=%s", self.name, exc)
                 continue
+            except ChannelError as exc:
+                # The socket is gone (closed at exit); the exit watcher fails what is in flight.
+                log.debug("channel closed model=%s error=%s", self.name, exc)
+                return
             if isinstance(msg, (p.Ready, p.LoadFailed)):
                 self._handshake.put_nowait(msg)
             elif isinstance(msg, p.Pong):
