@@ -12,8 +12,6 @@ Semantics (Ollama's `api.Duration` and `envconfig.KeepAlive`, reference §1.17 a
   error; anything else (bool, object, array) → `KeepAliveError("Unsupported type: '<go type>'")`.
 * `parse_env_keep_alive(text)` decodes `CORRAL_KEEP_ALIVE` / `OLLAMA_KEEP_ALIVE`: a Go duration
   or a bare integer meaning seconds; an empty value means the default of 5 minutes.
-* `format_go_duration(seconds)` renders Go's `Duration.String()` (`"5.043500667s"`,
-  `"325.953ms"`, `"1m0.5s"`, `"0s"`), which the CLI's `--verbose` statistics print.
 
 Error messages copy Go's `time.ParseDuration` texts, because Ollama returns them to clients
 verbatim in a 400 body. Everything here is pure.
@@ -207,37 +205,3 @@ def _go_type_name(value: object) -> str:
     if isinstance(value, list | tuple):
         return "[]interface {}"
     return type(value).__name__
-
-
-def format_go_duration(seconds: float) -> str:
-    """Render a duration the way Go's `time.Duration.String()` does (nanosecond precision)."""
-    if math.isnan(seconds):
-        raise ValueError("cannot format NaN as a duration")
-    if math.isinf(seconds):
-        nanos = _MAX_NS if seconds > 0 else -(1 << 63)
-    else:
-        nanos = max(-(1 << 63), min(_MAX_NS, round(seconds * _NS_PER_S)))
-    if nanos == 0:
-        return "0s"
-    sign = "-" if nanos < 0 else ""
-    u = abs(nanos)
-    if u < _NS_PER_S:
-        if u < 1_000:
-            return f"{sign}{u}ns"
-        if u < 1_000_000:
-            return f"{sign}{_fraction(u, 3)}\u00b5s"
-        return f"{sign}{_fraction(u, 6)}ms"
-    text = _fraction(u % (60 * _NS_PER_S), 9) + "s"
-    minutes = u // (60 * _NS_PER_S)
-    if minutes:
-        text = f"{minutes % 60}m{text}"
-        if minutes >= 60:
-            text = f"{minutes // 60}h{text}"
-    return sign + text
-
-
-def _fraction(value: int, precision: int) -> str:
-    """`value / 10**precision` with trailing zeros (and a bare point) removed."""
-    whole, rest = divmod(value, 10**precision)
-    digits = f"{rest:0{precision}d}".rstrip("0")
-    return f"{whole}.{digits}" if digits else str(whole)

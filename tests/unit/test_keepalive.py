@@ -11,7 +11,6 @@ from supervisor.keepalive import (
     FOREVER,
     KeepAlive,
     KeepAliveError,
-    format_go_duration,
     parse_env_keep_alive,
     parse_go_duration,
     parse_keep_alive,
@@ -123,30 +122,3 @@ def test_keepalive_forever_sorts_after_any_duration() -> None:
 def test_keepalive_go_duration_keeps_nanosecond_fractions() -> None:
     assert parse_go_duration("5.043500667s") == pytest.approx(5.043500667, abs=1e-12)
     assert parse_go_duration("1.000000001s") == pytest.approx(1.000000001, abs=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (0, "0s"),
-        (5.043500667, "5.043500667s"),
-        (0.325953, "325.953ms"),
-        (0.001, "1ms"),
-        (60.5, "1m0.5s"),
-        (60, "1m0s"),
-        (3600, "1h0m0s"),
-        (7260.25, "2h1m0.25s"),
-        (1.5e-6, "1.5\u00b5s"),
-        (123e-9, "123ns"),
-        (1, "1s"),
-        (-1.5, "-1.5s"),
-        (math.inf, "2562047h47m16.854775807s"),
-    ],
-)
-def test_keepalive_format_go_duration(seconds: float, text: str) -> None:
-    assert format_go_duration(seconds) == text
-
-
-@pytest.mark.parametrize("text", ["1h0m0s", "2h1m0.25s", "325.953ms", "1.5\u00b5s", "1m0.5s"])
-def test_keepalive_format_round_trips_through_parse(text: str) -> None:
-    assert format_go_duration(parse_go_duration(text)) == text
