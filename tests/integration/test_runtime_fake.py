@@ -168,22 +168,53 @@ def test_killed_supervisor_leaves_no_worker_behind(fake_server: ServerProcess) -
         ("/api/generate", {"model": "nosuch", "prompt": "x"}, 404, "model 'nosuch' not found"),
         ("/api/generate", {"model": "", "prompt": "x"}, 404, "model '' not found"),
         ("/api/chat", {"model": "", "messages": []}, 400, "model is required"),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "think": True}, 400,
-         '"tiny:latest" does not support thinking'),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "think": "loud"}, 400,
-         'invalid think value: "loud"'),
-        ("/api/chat", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                       "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
-         "does not support tools"),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "keep_alive": "3600"}, 400,
-         'time: missing unit in duration "3600"'),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "format": "yaml"}, 400,
-         "invalid format"),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "options": {"num_ctx": "big"}}, 400,
-         'option "num_ctx" must be of type integer'),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "think": True},
+            400,
+            '"tiny:latest" does not support thinking',
+        ),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "think": "loud"},
+            400,
+            'invalid think value: "loud"',
+        ),
+        (
+            "/api/chat",
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+            400,
+            "does not support tools",
+        ),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "keep_alive": "3600"},
+            400,
+            'time: missing unit in duration "3600"',
+        ),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "format": "yaml"},
+            400,
+            "invalid format",
+        ),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "options": {"num_ctx": "big"}},
+            400,
+            'option "num_ctx" must be of type integer',
+        ),
         ("/api/generate", {"model": "tiny", "prompt": 7}, 400, '"prompt"'),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "raw": True, "system": "s"}, 400,
-         "raw mode does not support template, system, or context"),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "raw": True, "system": "s"},
+            400,
+            "raw mode does not support template, system, or context",
+        ),
         ("/api/embed", {"model": "tiny", "input": [1, 2]}, 400, "invalid input type"),
         ("/api/embeddings", {"model": "", "prompt": "x"}, 400, "model is required"),
     ],
@@ -204,3 +235,37 @@ def test_format_schema_and_options_reach_the_worker(fake_server: ServerProcess) 
         assert json.loads(answer.response) == {"hello": "world"}  # the fake's grammar output
         short = client.generate(model="tiny", prompt="x", options={"num_predict": 2})
         assert short.done_reason == "length" and short.eval_count == 2
+
+
+@pytest.mark.worker_args("--fake-delay-ms 20")
+def test_two_requests_for_a_cold_model_load_it_once(fake_server: ServerProcess) -> None:
+    import concurrent.futures
+
+    body = {"model": "tiny", "prompt": "x", "stream": False}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda _: httpx.post(fake_server.url + "/api/generate", json=body, timeout=60),
+                range(2),
+            )
+        )
+    assert [a.status_code for a in answers] == [200, 200]
+    assert fake_server.log().count("worker starting model=tiny:latest") == 1
+
+
+def test_load_timeout_kills_a_hung_worker(models_dir: Path, tiny_gguf: Path) -> None:
+    env = {
+        "CORRAL_WORKER_BACKEND": "fake",
+        "CORRAL_WORKER_ARGS": "--fake-hang load",
+        "CORRAL_LOAD_TIMEOUT": "2s",
+    }
+    with run_server(models_dir, env=env) as srv:
+        with ollama.Client(host=srv.url) as client:
+            create_from_gguf(client, "tiny", tiny_gguf)
+        answer = httpx.post(
+            srv.url + "/api/generate",
+            json={"model": "tiny", "prompt": "x", "stream": False},
+            timeout=60,
+        )
+        assert answer.status_code == 500 and "timed out after 2s loading" in answer.json()["error"]
+        _wait_for(lambda: not _workers(srv))
