@@ -60,15 +60,21 @@ def model_spec(
     settings: Settings,
     free_memory_bytes: Callable[[], int],
 ) -> ModelSpec:
-    """The scheduler's view of this request's model; num_parallel 0 is chosen from free memory."""
+    """The scheduler's view of this request's model; num_parallel 0 is chosen from free memory.
+
+    The choice stays out of `runner_options` (which keep the asked 0): those make the key a
+    loaded worker is matched by, and free memory drops once the model itself is loaded, so
+    a choice in the key would force a reload at the next request.
+    """
     runner = runner_options(local, options, settings)
     shape = shape_of(local)
     ctx = int(runner["num_ctx"])
-    if int(runner["num_parallel"]) <= 0:
-        runner["num_parallel"] = choose_num_parallel(
+    parallel = int(runner["num_parallel"])
+    if parallel <= 0:
+        # The estimate counts the KV cache of every slot, so slots are added only if they fit.
+        parallel = choose_num_parallel(
             lambda n: estimate(shape, ctx, n).total_bytes, free_memory_bytes()
         )
-    parallel = int(runner["num_parallel"])
     return ModelSpec(
         name=local.display,
         path=str(local.model_path),

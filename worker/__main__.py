@@ -5,8 +5,9 @@ The worker is configured entirely by argv (no environment reads), so a test can 
     python -m worker --endpoint ipc://... --model PATH --backend {llama,fake} --model-name NAME
         --num-ctx N --num-parallel N --num-batch N --num-gpu N --num-thread N
         [--use-mmap/--no-mmap] [--embedding]
-        [--fake-tokens a,b,c] [--fake-delay-ms N] [--fake-crash {load,load-error,stream}]
-        [--fake-crash-after N] [--fake-hang [{load,stream}]] [--fake-ignore-sigterm]
+        [--fake-tokens a,b,c | --fake-tokens-file PIECES.json] [--fake-delay-ms N]
+        [--fake-crash {load,load-error,stream}] [--fake-crash-after N]
+        [--fake-hang [{load,stream}]] [--fake-ignore-sigterm]
 
 Logs go to stderr as `event key=value` lines; the supervisor re-logs them with a prefix.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import json
 import logging
 import os
 import signal
@@ -32,10 +35,13 @@ log = logging.getLogger("worker")
 # Bounded: long enough for the last reply (LoadFailed, a final Done) to reach a live
 # supervisor, short enough that a dead one never holds the exit up.
 FINAL_LINGER_MS = 2000
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m worker", description="Serve one model to the corral supervisor."
+    )
     parser.add_argument("--endpoint", required=True, help="ipc:// endpoint bound by the supervisor")
     parser.add_argument("--model", required=True, help="path of the GGUF file")
     parser.add_argument("--backend", choices=("llama", "fake"), default="llama")
@@ -50,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embedding", action="store_true")
     fake = parser.add_argument_group("fake backend (tests)")
     fake.add_argument("--fake-tokens", help="comma-separated canned output pieces")
+    fake.add_argument(
+        "--fake-tokens-file", help="a JSON array of canned output pieces (any characters)"
+    )
     fake.add_argument("--fake-delay-ms", type=int, default=0)
     fake.add_argument("--fake-crash", choices=("load", "load-error", "stream"))
     fake.add_argument("--fake-crash-after", type=int, default=2)
@@ -76,6 +85,9 @@ def fake_switches(args: argparse.Namespace) -> FakeSwitches | None:
     if args.backend != "fake":
         return None
     tokens = tuple(args.fake_tokens.split(",")) if args.fake_tokens is not None else None
+    if args.fake_tokens_file is not None:
+        with open(args.fake_tokens_file, encoding="utf-8") as file:
+            tokens = tuple(str(piece) for piece in json.load(file))
     return FakeSwitches(
         tokens=tokens,
         delay_ms=args.fake_delay_ms,
@@ -86,8 +98,19 @@ def fake_switches(args: argparse.Namespace) -> FakeSwitches | None:
     )
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL us when the supervisor dies, even by SIGKILL (no orphans)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parent_pid = os.getppid()  # first thing: the supervisor may die while we start
+    die_with_parent()
+    if os.getppid() != parent_pid:
+        return EXIT_PROTOCOL_ERROR  # the supervisor died before the death signal was armed
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s %(message)s"

@@ -1,16 +1,20 @@
-"""The engine seam: the Backend Protocol, its value types, and the factory by name.
+"""The engine seam: the slot-based Backend Protocol, its value types, and the factory by name.
 
-Every Backend method is called from ONE dedicated long-lived engine thread (DESIGN.md,
-"one thread for llama.cpp"), never from the event loop.
+A backend holds one loaded model and `n_slots` KV-cache sequences ("slots"). The engine
+starts a generation in a free slot, then calls `step()` while any slot is active: one step
+evaluates the pending input of every active slot together (one decode) and reports what
+each slot sampled. Every Backend method is called from ONE dedicated long-lived engine
+thread (DESIGN.md, "one thread for llama.cpp"), never from the event loop.
 """
 
 from __future__ import annotations
 
+import enum
 import importlib
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeAlias
 
 from worker.protocol import ErrorCode, ErrorInfo
 
@@ -34,8 +38,8 @@ class LoadOptions:
     model_path: str  # GGUF file
     model_name: str  # display name, echoed in Ready
     num_ctx: int  # context per sequence, tokens
-    num_parallel: int  # sequences served at once
-    num_batch: int  # prompt tokens per decode call
+    num_parallel: int  # sequences served at once (slots)
+    num_batch: int  # most tokens per decode call (prompt chunks plus running tokens)
     num_gpu: int  # layers to offload; -1 auto, 0 CPU only
     num_thread: int  # CPU threads; 0 lets the engine pick
     use_mmap: bool  # map the weights instead of reading them
@@ -130,37 +134,98 @@ class Piece:
     token: int
 
 
+class StopReason(enum.StrEnum):
+    """Why a backend ended a slot's generation by itself."""
+
+    STOP = "stop"  # the model produced an end-of-generation token
+    LENGTH = "length"  # num_predict reached, or the slot's context is full
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    """Step event: `slot` sampled `piece`; it stays active and decodes that token next step."""
+
+    slot: int
+    piece: Piece
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """Step event: `slot` finished by itself (`reason`) and is free again."""
+
+    slot: int
+    reason: StopReason
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFailed:
+    """Step event: `slot` failed (its decode could not run) and is free again; others go on."""
+
+    slot: int
+    error: ErrorInfo
+
+
+SlotEvent: TypeAlias = Sampled | Ended | SlotFailed
+
+
 @dataclass(frozen=True, slots=True)
 class FakeSwitches:
     """Behaviour switches of the fake backend (tests only; from `--fake-*` argv)."""
 
     tokens: tuple[str, ...] | None = None  # canned output, one Piece each; None: the default
-    delay_ms: int = 0  # sleep before each token (a slow stream)
+    delay_ms: int = 0  # sleep in each step, before its tokens (a slow stream)
     crash: Literal["load", "load-error", "stream"] | None = None  # where to fail:
     # load: hard exit during load; load-error: orderly LoadFailed; stream: hard exit mid-stream
     crash_after: int = 2  # tokens streamed before a "stream" crash
-    hang: Literal["load", "stream"] | None = None  # never finish loading / never yield
-    # (a "stream" hang still honours should_stop)
+    hang: Literal["load", "stream"] | None = None  # never finish loading / never sample
+    # (a "stream" hang keeps stepping without output, so cancel and release still work)
     ignore_sigterm: bool = False  # the worker process ignores SIGTERM
 
 
 class Backend(Protocol):
-    """An inference engine holding one loaded model. Engine thread only."""
+    """An inference engine holding one loaded model and `n_slots` slots. Engine thread only.
+
+    A slot is free or active. `start` makes a free slot active; it becomes free again when
+    `step` reports it `Ended` or `SlotFailed`, or when the engine calls `release`. A free
+    slot keeps the KV cache of the tokens it evaluated (`cached`), for prefix reuse.
+    """
 
     facts: ModelFacts
+    n_slots: int  # slots (KV-cache sequences), ids 0 .. n_slots - 1
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]: ...
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
-    def generate(
-        self, tokens: Sequence[int], sampling: Sampling, should_stop: Callable[[], bool]
-    ) -> Iterator[Piece]:
-        """Yield sampled tokens until end of generation, num_predict, or should_stop()."""
+    def cached(self, slot: int) -> Sequence[int]:
+        """The tokens whose KV the slot holds, from position 0 (read-only)."""
         ...
 
-    def embed(self, tokens: Sequence[int]) -> list[float]:
-        """The raw pooled vector of `tokens` (the server normalizes it)."""
+    def start(self, slot: int, prompt: Sequence[int], sampling: Sampling) -> int:
+        """Begin generating in free `slot`; return the prompt tokens reused from its cache.
+
+        The cache keeps the longest prefix it shares with `prompt` (never the last prompt
+        token, whose logits are needed); the rest is evaluated by the following steps.
+        Raises BackendError (the slot stays free): BAD_REQUEST (bad tokens or grammar,
+        an embedding-only model), CONTEXT_OVERFLOW (prompt longer than the slot's context).
+        """
+        ...
+
+    def step(self) -> list[SlotEvent]:
+        """Evaluate every active slot's pending input together; the events, in slot order.
+
+        A slot that sampled a token gets `Sampled`, possibly followed by `Ended` (LENGTH)
+        when that token used up num_predict or the context; an end-of-generation token
+        gives `Ended` (STOP) alone.
+        """
+        ...
+
+    def release(self, slot: int) -> None:
+        """End the slot's generation now (cancel, stop string, budget); no-op if free."""
+        ...
+
+    def embed(self, slot: int, tokens: Sequence[int]) -> list[float]:
+        """The raw pooled vector of `tokens`, computed in free `slot` (its cache is dropped)."""
         ...
 
     def json_grammar(self, schema: dict[str, object] | None) -> str:

@@ -1,4 +1,4 @@
-"""Deterministic Backend for tests: canned tokens; slow/crash/hang/ignore-SIGTERM switches.
+"""Deterministic slot-based Backend for tests: canned tokens; slow/crash/hang/SIGTERM switches.
 
 The fake's vocabulary:
 
@@ -7,12 +7,15 @@ The fake's vocabulary:
 - 256 is BOS (`<s>`) and 257 is EOS (`</s>`), recognised in text when `parse_special`;
 - 1000 + i is canned output piece i, 2000 + i canned JSON piece i.
 
-`generate` yields the canned pieces in order and then ends, as a model does at its
-end-of-generation token. The default pieces spell "Hello, world! café", with the "é" split
-across two pieces to exercise UTF-8 reassembly. With a grammar it yields a canned JSON
-object instead. `embed` returns a raw (not normalized) vector derived from a hash of the
-tokens. The switches (`FakeSwitches`) make it slow, crash, or hang; ignoring SIGTERM is
-applied by `worker.__main__`, because only the main thread may set signal handlers.
+Each active slot samples the next canned piece per `step` and ends after the last one, as a
+model does at its end-of-generation token (so slots started together run in lockstep, like
+a batch). The default pieces spell "Hello, world! café", with the "é" split across two
+pieces to exercise UTF-8 reassembly. With a grammar a slot samples a canned JSON object
+instead. A slot "evaluates" its whole prompt in `start` and keeps it as its cache, so prefix
+reuse shows in the count `start` returns. `embed` returns a raw (not normalized) vector
+derived from a hash of the tokens. The switches (`FakeSwitches`) make it slow, crash, or
+hang; ignoring SIGTERM is applied by `worker.__main__`, because only the main thread may
+set signal handlers.
 """
 
 from __future__ import annotations
@@ -24,10 +27,23 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from worker.backend import BackendError, FakeSwitches, LoadOptions, ModelFacts, Piece, Sampling
+from worker.backend import (
+    BackendError,
+    Ended,
+    FakeSwitches,
+    LoadOptions,
+    ModelFacts,
+    Piece,
+    Sampled,
+    Sampling,
+    SlotEvent,
+    StopReason,
+)
 from worker.protocol import ErrorCode, ErrorInfo
+from worker.slots import reusable_prefix
 
 BOS = 256
 EOS = 257
@@ -55,6 +71,16 @@ CHAT_TEMPLATE = (
 
 _SPECIAL = {"<s>": BOS, "</s>": EOS}
 _SPECIAL_RE = re.compile("(<s>|</s>)")
+HANG_POLL_S = 0.01  # a hung step's pause, so the engine loop does not spin
+
+
+@dataclass(slots=True)
+class _FakeSlot:
+    cached: list[int] = field(default_factory=list)
+    active: bool = False
+    json: bool = False
+    produced: int = 0
+    limit: int = 0  # pieces this generation may sample
 
 
 class FakeBackend:
@@ -71,6 +97,8 @@ class FakeBackend:
             threading.Event().wait()  # never set: the supervisor's load timeout must fire
         pieces = switches.tokens
         self._pieces = DEFAULT_PIECES if pieces is None else tuple(p.encode() for p in pieces)
+        self.n_slots = max(1, options.num_parallel)
+        self._slots = [_FakeSlot() for _ in range(self.n_slots)]
         self.facts = ModelFacts(
             n_ctx=options.num_ctx,
             n_ctx_train=4096,
@@ -94,25 +122,67 @@ class FakeBackend:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self._token_bytes(t) for t in tokens).decode(errors="replace")
 
-    def generate(
-        self, tokens: Sequence[int], sampling: Sampling, should_stop: Callable[[], bool]
-    ) -> Iterator[Piece]:
-        json = sampling.grammar is not None
-        pieces, first_id = (JSON_PIECES, FIRST_JSON_ID) if json else (self._pieces, FIRST_PIECE_ID)
-        limit = len(pieces) if sampling.num_predict < 0 else min(len(pieces), sampling.num_predict)
-        for index in range(limit):
-            if self._switches.delay_ms:
-                time.sleep(self._switches.delay_ms / 1000)
-            if self._switches.hang == "stream":
-                while not should_stop():
-                    time.sleep(0.01)
-            if self._switches.crash == "stream" and index >= self._switches.crash_after:
-                _die(f"fake backend: crashing mid-stream after {index} tokens as asked")
-            if should_stop():
-                return
-            yield Piece(text_bytes=pieces[index], token=first_id + index)
+    def cached(self, slot: int) -> Sequence[int]:
+        return self._slots[slot].cached
 
-    def embed(self, tokens: Sequence[int]) -> list[float]:
+    def start(self, slot: int, prompt: Sequence[int], sampling: Sampling) -> int:
+        state = self._slots[slot]
+        if state.active:
+            raise RuntimeError(f"slot {slot} is already active")
+        if not prompt:
+            raise BackendError(ErrorInfo(ErrorCode.BAD_REQUEST, "empty prompt: nothing to decode"))
+        if len(prompt) > self.facts.n_ctx:
+            message = f"input of {len(prompt)} tokens exceeds the context of {self.facts.n_ctx}"
+            raise BackendError(ErrorInfo(ErrorCode.CONTEXT_OVERFLOW, message))
+        reused = reusable_prefix(state.cached, prompt)
+        state.cached = list(prompt)
+        state.json = sampling.grammar is not None
+        pieces = len(JSON_PIECES) if state.json else len(self._pieces)
+        state.limit = pieces if sampling.num_predict <= 0 else min(pieces, sampling.num_predict)
+        state.produced = 0
+        state.active = True
+        return reused
+
+    def step(self) -> list[SlotEvent]:
+        """One piece for every active slot; slow, hung or crashing as the switches say."""
+        if self._switches.delay_ms:
+            time.sleep(self._switches.delay_ms / 1000)
+        if self._switches.hang == "stream":
+            time.sleep(HANG_POLL_S)
+            return []
+        events: list[SlotEvent] = []
+        for slot, state in enumerate(self._slots):
+            if state.active:
+                events.extend(self._advance(slot, state))
+        return events
+
+    def _advance(self, slot: int, state: _FakeSlot) -> list[SlotEvent]:
+        index = state.produced
+        if self._switches.crash == "stream" and index >= self._switches.crash_after:
+            _die(f"fake backend: crashing mid-stream after {index} tokens as asked")
+        if index >= state.limit:  # nothing canned left: the end-of-generation token
+            state.active = False
+            return [Ended(slot, StopReason.STOP)]
+        pieces, first_id = (
+            (JSON_PIECES, FIRST_JSON_ID) if state.json else (self._pieces, FIRST_PIECE_ID)
+        )
+        state.produced += 1
+        token = first_id + index
+        events: list[SlotEvent] = [Sampled(slot, Piece(text_bytes=pieces[index], token=token))]
+        if state.produced < state.limit:
+            state.cached.append(token)
+        else:
+            # All canned pieces out: the end-of-generation token follows at once.
+            state.active = False
+            reason = StopReason.STOP if state.limit == len(pieces) else StopReason.LENGTH
+            events.append(Ended(slot, reason))
+        return events
+
+    def release(self, slot: int) -> None:
+        self._slots[slot].active = False
+
+    def embed(self, slot: int, tokens: Sequence[int]) -> list[float]:
+        self._slots[slot] = _FakeSlot()
         digest = hashlib.sha256(struct.pack(f"<{len(tokens)}q", *tokens)).digest()
         halves = struct.unpack(f"<{EMBEDDING_DIM}H", digest[: 2 * EMBEDDING_DIM])
         # Spread over [-3, 3): deliberately not unit length, so the server's normalization shows.

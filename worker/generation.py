@@ -1,7 +1,9 @@
-"""One Generate or Embed request on the engine thread: prompt, tokens, limits, stream, stats.
+"""One Generate request's life beside the others: prompt, tokens, limits, output, stats.
 
-Everything here runs on the engine thread (it calls the backend). Failures are raised as
-BackendError carrying their protocol ErrorInfo; the server turns them into Failed.
+`Generation.prepare` renders, tokenizes and fits a request into a `GenerationStream`; the
+engine (worker/engine.py) runs the stream in a slot and feeds it the pieces its slot
+samples. Everything here runs on the engine thread (it calls the backend). Failures are
+raised as BackendError carrying their protocol ErrorInfo; the engine turns them into Failed.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 
-from worker.backend import Backend, BackendError, Sampling, option_number
+from worker.backend import Backend, BackendError, Piece, Sampling, StopReason, option_number
 from worker.capability import thinking_tags
 from worker.output import Delta, OutputParser
-from worker.prompt import TemplateError, build_prompt, tool_call_tag
-from worker.protocol import Chunk, Done, Embed, ErrorCode, ErrorInfo, Failed, Generate
+from worker.prompt import RenderedPrompt, TemplateError, build_prompt, tool_call_tag
+from worker.protocol import Chunk, Done, Embed, ErrorCode, ErrorInfo, Generate
 
 log = logging.getLogger(__name__)
 
@@ -25,32 +27,82 @@ INPUT_TOO_LONG = "the input length exceeds the context length"
 
 NUM_KEEP_DEFAULT = 4  # Ollama's num_keep: tokens kept at the start when a prompt is cut
 UNBOUNDED_PREDICT_FACTOR = 10  # Ollama caps "unbounded" num_predict at 10 x num_ctx
-NORM_FLOOR = 1e-12
-DEFAULT_THINK = ("<think>", "</think>")  # Ollama's guard against dividing by a zero norm
+NORM_FLOOR = 1e-12  # Ollama's guard against dividing by a zero norm
+DEFAULT_THINK = ("<think>", "</think>")
+
+
+class GenerationStream:
+    """One Generate request in a slot: its prompt, parser, counts and clock. Engine thread only.
+
+    Lifecycle: made by `Generation.prepare`; `begin(reused)` when its slot starts; then
+    `on_piece` for every sampled token until it says the request is complete or the backend
+    ends the slot; then `done` once. A cancelled or failed stream is simply dropped.
+    """
+
+    def __init__(
+        self, req: Generate, prompt: list[int], sampling: Sampling, parser: OutputParser
+    ) -> None:
+        self.request_id = req.id
+        self.prompt = prompt
+        self.sampling = sampling  # sampling.num_predict is the token budget
+        self._keep_context = not (req.raw or req.chat)
+        self._parser = parser
+        self._generated: list[int] = []
+        self._evaluated = 0
+        self._started = time.perf_counter_ns()
+        self._first: int | None = None
+
+    @property
+    def budget(self) -> int:
+        return self.sampling.num_predict
+
+    def begin(self, reused: int) -> None:
+        """The slot started; it holds `reused` prompt tokens already and evaluates the rest."""
+        self._evaluated = len(self.prompt) - reused
+        self._started = time.perf_counter_ns()
+
+    def on_piece(self, piece: Piece) -> tuple[list[Chunk], bool]:
+        """Take one sampled token; its Chunks, and True when the request is now complete."""
+        self._first = self._first or time.perf_counter_ns()
+        self._generated.append(piece.token)
+        chunks = _chunks(self.request_id, self._parser.feed(piece.text_bytes))
+        return chunks, self._parser.stopped or len(self._generated) >= self.budget
+
+    def done(self, reason: StopReason | None) -> list[Chunk | Done]:
+        """The last Chunks and the Done; `reason` is the backend's, None if we ended it."""
+        replies: list[Chunk | Done] = list(_chunks(self.request_id, self._parser.finish()))
+        ended = time.perf_counter_ns()
+        first = self._first or ended
+        hit_limit = reason is StopReason.LENGTH or (
+            not self._parser.stopped and len(self._generated) >= self.budget
+        )
+        replies.append(
+            Done(
+                id=self.request_id,
+                done_reason="length" if hit_limit else "stop",
+                prompt_eval_count=self._evaluated,
+                prompt_eval_duration_ns=first - self._started,
+                eval_count=len(self._generated),
+                eval_duration_ns=ended - first,
+                tool_calls=list(self._parser.tool_calls),
+                context=[*self.prompt, *self._generated] if self._keep_context else [],
+            )
+        )
+        return replies
 
 
 class Generation:
-    """Runs Generate requests against one backend; stateless between requests."""
+    """Prepares Generate requests for one backend; stateless between requests."""
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
 
-    def run(
-        self, req: Generate, is_cancelled: Callable[[], bool], emit: Callable[[Chunk], None]
-    ) -> Done | Failed:
-        """Render, tokenize, fit, generate; stream Chunks through `emit`; return the end."""
+    def prepare(self, req: Generate) -> GenerationStream:
+        """Render, tokenize, fit to the context and set the limits; raises BackendError."""
         facts = self._backend.facts
         stop = _stop_strings(req.options)
         grammar = self._grammar(req.format)
-        try:
-            rendered = build_prompt(req, facts, lambda text: len(self._tokens(text)))
-        except TemplateError as exc:  # Ollama answers a broken template with a 500
-            raise BackendError(ErrorInfo(ErrorCode.INTERNAL, str(exc))) from exc
-        if rendered.truncated_messages:
-            log.info(
-                "event=prompt_truncated id=%d dropped_messages=%d",
-                req.id, rendered.truncated_messages,
-            )
+        rendered = self._render(req)
         prompt = self._fit(req, self._tokens(rendered.text))
         budget = _token_budget(req.options, facts.n_ctx, len(prompt))
         sampling = Sampling.from_options(
@@ -62,37 +114,19 @@ class Generation:
             think_tags=(thinking_tags(req.template) if req.template else None) or DEFAULT_THINK,
         )
         log.info("event=generate id=%d prompt_tokens=%d budget=%d", req.id, len(prompt), budget)
-        started = time.perf_counter_ns()
-        first: int | None = None
-        generated: list[int] = []
-        if budget > 0:
-            pieces = self._backend.generate(prompt, sampling, is_cancelled)
-            try:
-                for piece in pieces:
-                    first = first or time.perf_counter_ns()
-                    generated.append(piece.token)
-                    _send(emit, req.id, parser.feed(piece.text_bytes))
-                    if parser.stopped or is_cancelled() or len(generated) >= budget:
-                        break
-            finally:
-                if isinstance(pieces, Generator):
-                    pieces.close()  # lets the backend clean up on this thread, now
-        if is_cancelled():
-            return Failed(req.id, ErrorInfo(ErrorCode.CANCELLED, "request cancelled"))
-        _send(emit, req.id, parser.finish())
-        ended = time.perf_counter_ns()
-        first = first or ended
-        hit_limit = not parser.stopped and len(generated) >= budget
-        return Done(
-            id=req.id,
-            done_reason="length" if hit_limit else "stop",
-            prompt_eval_count=len(prompt),
-            prompt_eval_duration_ns=first - started,
-            eval_count=len(generated),
-            eval_duration_ns=ended - first,
-            tool_calls=list(parser.tool_calls),
-            context=[] if req.raw or req.chat else [*prompt, *generated],
-        )
+        return GenerationStream(req, prompt, sampling, parser)
+
+    def _render(self, req: Generate) -> RenderedPrompt:
+        try:
+            rendered = build_prompt(req, self._backend.facts, lambda t: len(self._tokens(t)))
+        except TemplateError as exc:  # Ollama answers a broken template with a 500
+            raise BackendError(ErrorInfo(ErrorCode.INTERNAL, str(exc))) from exc
+        if rendered.truncated_messages:
+            log.info(
+                "event=prompt_truncated id=%d dropped_messages=%d",
+                req.id, rendered.truncated_messages,
+            )
+        return rendered
 
     def _tokens(self, text: str) -> list[int]:
         """Tokenize a rendered prompt, adding BOS unless the template already wrote it."""
@@ -135,9 +169,9 @@ class Generation:
 
 
 def embed_inputs(
-    backend: Backend, req: Embed, is_cancelled: Callable[[], bool]
+    backend: Backend, slot: int, req: Embed, is_cancelled: Callable[[], bool]
 ) -> tuple[list[list[float]], int]:
-    """Embed each input (cut to the context if `truncate`); vectors and the token total."""
+    """Embed each input in free `slot` (cut to the context if `truncate`); vectors, tokens."""
     facts = backend.facts
     limit = min(facts.n_ctx, facts.n_ctx_train) if facts.n_ctx_train > 0 else facts.n_ctx
     vectors: list[list[float]] = []
@@ -151,7 +185,7 @@ def embed_inputs(
                 raise BackendError(ErrorInfo(ErrorCode.BAD_REQUEST, INPUT_TOO_LONG))
             log.info("event=input_truncated id=%d tokens=%d limit=%d", req.id, len(tokens), limit)
             tokens = tokens[:limit]
-        vectors.append(l2_normalized(backend.embed(tokens)))
+        vectors.append(l2_normalized(backend.embed(slot, tokens)))
         count += len(tokens)
     return vectors, count
 
@@ -192,7 +226,5 @@ def _think_on(think: bool | str | None) -> bool:
     return think is True or (isinstance(think, str) and think not in ("", "false"))
 
 
-def _send(emit: Callable[[Chunk], None], request_id: int, deltas: Sequence[Delta]) -> None:
-    for delta in deltas:
-        if delta.text or delta.thinking:
-            emit(Chunk(request_id, delta.text, delta.thinking))
+def _chunks(request_id: int, deltas: Sequence[Delta]) -> list[Chunk]:
+    return [Chunk(request_id, d.text, d.thinking) for d in deltas if d.text or d.thinking]

@@ -1,47 +1,38 @@
 """llama-cpp-python Backend: one GGUF loaded through the low-level API; llama errors -> ErrorInfo.
 
 Lifecycle: `LlamaBackend(options)` loads the model and creates the context (or raises
-BackendError(LOAD_FAILED)); then tokenize / detokenize / generate / embed / json_grammar
-may be called any number of times; `close()` frees everything and is idempotent. Every
-call, including iterating a `generate` iterator, must come from the one engine thread
-(DESIGN.md, "one thread for llama.cpp"); nothing here starts a thread.
+BackendError(LOAD_FAILED)); then the Backend methods may be called any number of times;
+`close()` frees everything and is idempotent. Every call must come from the one engine
+thread (DESIGN.md, "one thread for llama.cpp"); nothing here starts a thread.
 
-The context holds `num_parallel` KV sequences of `num_ctx` tokens each (Ollama's rule:
-n_ctx = num_ctx × num_parallel). This first engine runs one sequence at a time on seq 0,
-clearing it before each request.
+The context holds `num_parallel` KV sequences ("slots") of `num_ctx` tokens each (Ollama's
+rule: n_ctx = num_ctx x num_parallel). The cache is not unified: each slot has a stream of
+its own, so what one request computes never depends on what runs beside it, and a slot can
+never take another's room. The slots' bookkeeping and the step live in `llama_decode.py`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import enum
 import json
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Sequence
 
 import llama_cpp
 import numpy as np
+import psutil
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from worker.backend import BackendError, LoadOptions, ModelFacts, Piece, Sampling
+from worker.backend import BackendError, LoadOptions, ModelFacts, Sampling, SlotEvent
+from worker.llama_decode import SlotDecoder
 from worker.protocol import ErrorCode, ErrorInfo
-from worker.sampling import GrammarError, build_sampler
 
-__all__ = ["LlamaBackend", "StopReason"]
+__all__ = ["LlamaBackend", "default_threads"]
 
-_SEQ = 0  # the one sequence this engine decodes
 _ALL_LAYERS = 999  # n_gpu_layers meaning "offload every layer"; a no-op without a GPU device
 _KV_BYTES_PER_VALUE = 2  # the KV cache is f16 by default
-
-
-class StopReason(enum.StrEnum):
-    """Why the last `generate` iterator ended (read `LlamaBackend.last_stop_reason`)."""
-
-    STOP = "stop"  # the model produced an end-of-generation token
-    LENGTH = "length"  # num_predict reached, or the sequence's context is full
-    CANCELLED = "cancelled"  # should_stop() returned true
 
 
 class _LlamaLog:
@@ -86,32 +77,37 @@ def _fail(code: ErrorCode, message: str) -> BackendError:
     return BackendError(ErrorInfo(code, message))
 
 
+def default_threads() -> int:
+    """CPU threads when num_thread is 0: the physical cores, as llama.cpp's own tools choose."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
 class LlamaBackend:
     """The Backend Protocol over llama-cpp-python's ctypes bindings (engine thread only)."""
 
     facts: ModelFacts
-    last_stop_reason: StopReason | None  # set when a generate iterator ends; None before
+    n_slots: int
 
     def __init__(self, options: LoadOptions) -> None:
         self._log = _init_library()
         self._embedding = options.embedding
         self._model: llama_cpp.llama_model_p | None = None
         self._ctx: llama_cpp.llama_context_p | None = None
-        self._batch: llama_cpp.llama_batch | None = None
-        self.last_stop_reason = None
+        self._decoder: SlotDecoder | None = None
         self._model = self._load_model(options)
         try:
             self._vocab = llama_cpp.llama_model_get_vocab(self._model)
             self._ctx = self._new_context(self._model, options)
-            self._memory = llama_cpp.llama_get_memory(self._ctx)  # None: encoder-only model
-            n_seq = llama_cpp.llama_n_seq_max(self._ctx)
+            self.n_slots = llama_cpp.llama_n_seq_max(self._ctx)
             # llama.cpp rounds the cache up; promise what was asked (Ollama's num_ctx).
-            self._slot_ctx = min(options.num_ctx, llama_cpp.llama_n_ctx(self._ctx) // n_seq)
-            self._n_batch = llama_cpp.llama_n_batch(self._ctx)
-            self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-            self._n_embd = llama_cpp.llama_model_n_embd(self._model)
-            self._batch = self._new_batch(self._n_batch)
-            self.facts = self._read_facts()
+            slot_ctx = min(options.num_ctx, llama_cpp.llama_n_ctx(self._ctx) // self.n_slots)
+            self._n_batch: int = llama_cpp.llama_n_batch(self._ctx)
+            self._n_embd: int = llama_cpp.llama_model_n_embd(self._model)
+            self._decoder = SlotDecoder(
+                self._ctx, self._vocab, n_slots=self.n_slots, slot_ctx=slot_ctx,
+                n_batch=self._n_batch,
+            )  # fmt: skip
+            self.facts = self._read_facts(slot_ctx)
         except BaseException:
             self.close()
             raise
@@ -138,8 +134,10 @@ class LlamaBackend:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = options.num_ctx * options.num_parallel
         params.n_seq_max = options.num_parallel
-        params.n_batch = options.num_batch
-        threads = options.num_thread if options.num_thread > 0 else (os.cpu_count() or 1)
+        params.kv_unified = False  # one stream per slot (see the module docstring)
+        # Room for one running token per slot in every step, whatever num_batch says.
+        params.n_batch = max(options.num_batch, options.num_parallel)
+        threads = options.num_thread if options.num_thread > 0 else default_threads()
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
         if options.embedding:
@@ -157,19 +155,11 @@ class LlamaBackend:
             raise _fail(ErrorCode.LOAD_FAILED, message)
         return ctx
 
-    @staticmethod
-    def _new_batch(n_batch: int) -> llama_cpp.llama_batch:
-        batch: llama_cpp.llama_batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        for i in range(n_batch):  # every row belongs to seq 0, so set that once
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = _SEQ
-        return batch
-
-    def _read_facts(self) -> ModelFacts:
+    def _read_facts(self, slot_ctx: int) -> ModelFacts:
         assert self._model is not None
         template = llama_cpp.llama_model_chat_template(self._model, None)
         return ModelFacts(
-            n_ctx=self._slot_ctx,
+            n_ctx=slot_ctx,
             n_ctx_train=llama_cpp.llama_model_n_ctx_train(self._model),
             chat_template=template.decode("utf-8", "replace") if template else None,
             bos_token=self._token_text(llama_cpp.llama_vocab_bos(self._vocab)),
@@ -185,7 +175,7 @@ class LlamaBackend:
         sliding-window layers hold less than this.
         """
         assert self._model is not None and self._ctx is not None
-        if not self._memory:
+        if not llama_cpp.llama_get_memory(self._ctx):
             return 0
         model = self._model
         arch = self._meta(model, "general.architecture")
@@ -245,138 +235,56 @@ class LlamaBackend:
                 return buf.raw[:n].decode("utf-8", "replace")
             capacity = -n
 
-    def _piece(self, token: int, buf: ctypes.Array[ctypes.c_char]) -> bytes:
-        """The bytes a sampled token stands for; control tokens print as nothing."""
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        return buf.raw[:n]
+    # ---- slots ----
 
-    # ---- generation ----
+    def _slots(self) -> SlotDecoder:
+        if self._decoder is None:
+            raise RuntimeError("the backend is closed")
+        return self._decoder
 
-    def generate(
-        self, tokens: Sequence[int], sampling: Sampling, should_stop: Callable[[], bool]
-    ) -> Iterator[Piece]:
-        """Check the prompt now; the returned iterator decodes it and yields Pieces.
+    def cached(self, slot: int) -> Sequence[int]:
+        return self._slots().cached(slot)
 
-        The iterator ends on an end-of-generation token, after `num_predict` tokens (when
-        > 0; 0 or -1 mean unbounded, as Ollama's runner), when the sequence's context is
-        full, or when should_stop() is true (checked between prompt chunks and after every
-        token). It then sets `last_stop_reason`; the server maps it to done_reason.
-        Raises BackendError: BAD_REQUEST (embedding model, bad tokens or grammar),
-        CONTEXT_OVERFLOW (prompt longer than n_ctx), OUT_OF_MEMORY / INTERNAL (decode).
-        """
+    def start(self, slot: int, prompt: Sequence[int], sampling: Sampling) -> int:
+        """See Backend.start; num_predict <= 0 means unbounded (as Ollama's runner)."""
         if self._embedding:
             raise _fail(ErrorCode.BAD_REQUEST, "this model was loaded for embeddings only")
-        prompt = self._checked(tokens)
-        self.last_stop_reason = None
-        return self._run(prompt, sampling, should_stop)
+        return self._slots().start(slot, prompt, sampling)
 
-    def _run(
-        self, prompt: list[int], sampling: Sampling, should_stop: Callable[[], bool]
-    ) -> Iterator[Piece]:
-        try:
-            sampler = build_sampler(self._vocab, sampling, n_ctx=self._slot_ctx, history=prompt)
-        except GrammarError as exc:
-            raise _fail(ErrorCode.BAD_REQUEST, f"{exc} (see the worker log)") from exc
-        try:
-            self._clear_sequence()
-            for start in range(0, len(prompt), self._n_batch):
-                if should_stop():
-                    self.last_stop_reason = StopReason.CANCELLED
-                    return
-                self._decode(prompt[start : start + self._n_batch], start, all_outputs=False)
-            self.last_stop_reason = yield from self._sample_loop(
-                sampler, len(prompt), sampling.num_predict, should_stop
-            )
-        finally:
-            # Only the sampler: the KV sequence may already belong to a newer request.
-            llama_cpp.llama_sampler_free(sampler)
+    def step(self) -> list[SlotEvent]:
+        return self._slots().step()
 
-    def _sample_loop(
-        self,
-        sampler: llama_cpp.llama_sampler_p,
-        pos: int,
-        num_predict: int,
-        should_stop: Callable[[], bool],
-    ) -> Generator[Piece, None, StopReason]:
-        assert self._ctx is not None
-        buf = ctypes.create_string_buffer(64)
-        produced = 0
-        while True:
-            token = llama_cpp.llama_sampler_sample(sampler, self._ctx, -1)
-            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                return StopReason.STOP
-            yield Piece(self._piece(token, buf), token)
-            produced += 1
-            if should_stop():
-                return StopReason.CANCELLED
-            if 0 < num_predict <= produced or pos >= self._slot_ctx:
-                return StopReason.LENGTH
-            self._decode([token], pos, all_outputs=False)
-            pos += 1
-
-    def _decode(self, tokens: Sequence[int], start: int, *, all_outputs: bool) -> None:
-        """One llama_decode of `tokens` at positions start.. on seq 0 (len ≤ n_batch)."""
-        assert self._ctx is not None and self._batch is not None
-        n = len(tokens)
-        batch = self._batch
-        ctypes.memmove(batch.token, (llama_cpp.llama_token * n)(*tokens), n * 4)
-        ctypes.memmove(batch.pos, (llama_cpp.llama_pos * n)(*range(start, start + n)), n * 4)
-        ctypes.memset(batch.logits, 1 if all_outputs else 0, n)
-        batch.logits[n - 1] = 1
-        batch.n_tokens = n
-        status = llama_cpp.llama_decode(self._ctx, batch)
-        if status == 1:
-            raise _fail(ErrorCode.OUT_OF_MEMORY, "no room left in the KV cache")
-        if status == -2:
-            raise _fail(ErrorCode.OUT_OF_MEMORY, "out of memory for the compute buffers")
-        if status != 0:
-            raise _fail(ErrorCode.INTERNAL, f"llama_decode failed with status {status}")
-
-    def _clear_sequence(self) -> None:
-        if self._memory:
-            llama_cpp.llama_memory_seq_rm(self._memory, _SEQ, -1, -1)
-
-    def _checked(self, tokens: Sequence[int]) -> list[int]:
-        prompt = list(tokens)
-        if not prompt:
-            raise _fail(ErrorCode.BAD_REQUEST, "empty prompt: nothing to decode")
-        if len(prompt) > self._slot_ctx:
-            message = f"input of {len(prompt)} tokens exceeds the context of {self._slot_ctx}"
-            raise _fail(ErrorCode.CONTEXT_OVERFLOW, message)
-        if not all(0 <= token < self._n_vocab for token in prompt):
-            raise _fail(ErrorCode.BAD_REQUEST, "token id outside the vocabulary")
-        return prompt
+    def release(self, slot: int) -> None:
+        self._slots().release(slot)
 
     # ---- embeddings and grammars ----
 
-    def embed(self, tokens: Sequence[int]) -> list[float]:
+    def embed(self, slot: int, tokens: Sequence[int]) -> list[float]:
         """The pooled vector of `tokens`; the mean of per-token vectors without pooling."""
         assert self._ctx is not None
-        prompt = self._checked(tokens)
-        self._clear_sequence()
+        slots = self._slots()
+        prompt = slots.checked(tokens)
+        slots.clear(slot)
         try:
             pooling = llama_cpp.llama_pooling_type(self._ctx)
             if self._embedding and pooling != llama_cpp.LLAMA_POOLING_TYPE_NONE:
-                self._decode(prompt, 0, all_outputs=True)
-                pooled = llama_cpp.llama_get_embeddings_seq(self._ctx, _SEQ)
+                slots.evaluate(slot, prompt, 0)
+                pooled = llama_cpp.llama_get_embeddings_seq(self._ctx, slot)
                 if not pooled:
                     raise _fail(ErrorCode.INTERNAL, "llama.cpp returned no pooled embedding")
                 return [float(x) for x in pooled[: self._n_embd]]
-            return self._mean_embedding(prompt)
+            return self._mean_embedding(slot, prompt)
         finally:
-            self._clear_sequence()
+            slots.clear(slot)
 
-    def _mean_embedding(self, prompt: list[int]) -> list[float]:
+    def _mean_embedding(self, slot: int, prompt: list[int]) -> list[float]:
         assert self._ctx is not None
         llama_cpp.llama_set_embeddings(self._ctx, True)
         try:
             total = np.zeros(self._n_embd, dtype=np.float64)
             for start in range(0, len(prompt), self._n_batch):
                 chunk = prompt[start : start + self._n_batch]
-                self._decode(chunk, start, all_outputs=True)
+                self._slots().evaluate(slot, chunk, start)
                 rows = np.ctypeslib.as_array(
                     llama_cpp.llama_get_embeddings(self._ctx), shape=(len(chunk), self._n_embd)
                 )
@@ -398,10 +306,10 @@ class LlamaBackend:
     # ---- teardown ----
 
     def close(self) -> None:
-        """Free the batch, the context and the model; safe to call twice."""
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
+        """Free the samplers, the context and the model; safe to call twice."""
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
         if self._ctx is not None:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None

@@ -16,8 +16,9 @@ Rules of the protocol:
   longer tracks, because a cancelled or timed-out request may still answer late.
 - **Streaming.** Zero or more `Chunk` replies, then `Done` with counts and durations in ns.
 - **Cancellation.** `Cancel(id)` gets no reply of its own. The worker sets a flag that the
-  engine thread checks between tokens; the request ends with `Failed(CANCELLED)`, or with
-  `Done` if it had already finished. A request cancelled while still queued never runs.
+  engine thread checks before every step; the request ends with `Failed(CANCELLED)`, or
+  with `Done` if it had already finished, and its slot is free for the next step. A request
+  cancelled while still queued never runs.
 - **Liveness.** `Ping(seq)` is answered with `Pong(seq)` at once, even during generation,
   because generation runs on its own thread. The supervisor also watches the process exit
   as a second, independent death signal.
@@ -175,7 +176,9 @@ class Done:
     TAG: ClassVar[str] = "done"
     id: int  # request id
     done_reason: Literal["stop", "length"]  # end of generation / stop string, or limit hit
-    prompt_eval_count: int  # prompt tokens
+    prompt_eval_count: int  # prompt tokens evaluated for this request: the prompt less the
+    # prefix its slot's KV cache already held (prompt reuse; at least 1). Ollama counts the
+    # whole prompt; corral counts the work done, so reuse shows.
     prompt_eval_duration_ns: int  # prompt processing through the first sampled token, ns
     eval_count: int  # generated tokens
     eval_duration_ns: int  # generation after the first token, ns

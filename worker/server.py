@@ -1,19 +1,25 @@
-"""Worker loop: handshake, dispatch requests to the engine thread, Cancel/Ping/Shutdown.
+"""Worker loop: handshake, hand requests to the engine thread, Cancel/Ping/Shutdown.
 
 Threads and owners:
 
 - The asyncio loop (main thread) owns the channel, the table of requests in flight
-  (`_jobs`) and the outbox. It answers Ping and Cancel at once, even during generation.
-- The engine thread (`EngineThread`) owns the backend. Every backend call happens there:
-  load, tokenize, generate, embed, close (DESIGN.md, "one thread for llama.cpp"). It takes
-  work from a FIFO queue, so requests run one at a time, in arrival order.
-- The engine thread hands replies back only through `loop.call_soon_threadsafe`. The loop
-  forwards a reply only while its request is still in `_jobs` and removes the request with
-  its terminal reply: so each request gets exactly one terminal reply, whoever races.
+  (`_jobs`) and the outbox. It answers Ping and Cancel at once, even during a step
+  (llama_decode releases the GIL).
+- The engine thread (`EngineThread`) owns the backend and the `Engine` (worker/engine.py).
+  Every backend call happens there: load, tokenize, start, step, embed, close (DESIGN.md,
+  "one thread for llama.cpp"). While a request runs or waits for a slot it steps the
+  engine, running queued work (new requests) between steps; otherwise it blocks on its
+  queue. All running requests share each step: continuous batching.
+- The engine thread hands replies back only through `loop.call_soon_threadsafe`, one
+  list per step. The loop forwards a reply only while its request is still in `_jobs` and
+  removes the request with its terminal reply: so each request gets exactly one terminal
+  reply, whoever races.
 
-A request's life: QUEUED (in `_jobs`, waiting on the engine queue) -> RUNNING -> answered.
+A request's life: QUEUED (in `_jobs`, on the engine queue or waiting for a slot) ->
+RUNNING (claimed by the engine) -> answered.
 Cancel while QUEUED: the loop answers Failed(CANCELLED) and the engine skips the request.
-Cancel while RUNNING: a flag that generation checks between tokens; the engine answers.
+Cancel while RUNNING: a flag the engine checks before every step; the engine answers and
+frees the request's slot within one step.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from worker.backend import Backend, BackendError, LoadOptions
-from worker.generation import Generation, embed_inputs
+from worker.engine import Engine, Job, JobReply, Work, cancelled, describe
 from worker.protocol import (
     EXIT_LOAD_FAILED,
     EXIT_OK,
@@ -36,13 +43,9 @@ from worker.protocol import (
     PROTOCOL_VERSION,
     TERMINAL_REPLIES,
     Cancel,
-    Chunk,
-    Done,
     Embed,
-    Embeddings,
     ErrorCode,
     ErrorInfo,
-    Failed,
     Generate,
     LoadFailed,
     Ping,
@@ -52,15 +55,12 @@ from worker.protocol import (
     Reply,
     Shutdown,
     Tokenize,
-    Tokens,
 )
 from worker.transport import Channel
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Work = Generate | Embed | Tokenize
-JobReply = Chunk | Done | Failed | Embeddings | Tokens
 
 CLOSE_TIMEOUT_S = 30.0  # how long shutdown waits for the engine to finish and close
 PARENT_POLL_S = 1.0  # how often the worker checks that its supervisor is still alive
@@ -70,12 +70,14 @@ class EngineThread:
     """The one long-lived thread that makes every backend call, fed by a FIFO queue.
 
     `submit` and `call` may be used from the loop; the work itself runs on the thread.
-    `stop` lets the thread finish the queued work and exit.
+    Once `attach`ed to an Engine, the thread steps it while it is busy, running queued
+    work between steps. `stop` lets the thread finish the queued work and exit.
     """
 
     def __init__(self) -> None:
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._engine: Engine | None = None  # touched on the engine thread only
 
     def start(self) -> None:
         self._thread.start()
@@ -99,12 +101,35 @@ class EngineThread:
         self.submit(work)
         return await future
 
+    def attach(self, engine: Engine) -> None:
+        """Step `engine` from now on; queued, so the engine thread alone touches it."""
+        self.submit(partial(setattr, self, "_engine", engine))
+
     def stop(self) -> None:
         self._queue.put(None)
 
     def _run(self) -> None:
-        while (work := self._queue.get()) is not None:
+        while self._run_queued(block=not self._busy()):
+            if self._busy():
+                assert self._engine is not None
+                self._engine.step()
+
+    def _busy(self) -> bool:
+        return self._engine is not None and self._engine.busy
+
+    def _run_queued(self, *, block: bool) -> bool:
+        """Run all queued work, first waiting for some if `block`; False once stopped."""
+        try:
+            work = self._queue.get(block=block)
+        except queue.Empty:
+            return True
+        while work is not None:
             work()
+            try:
+                work = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+        return False
 
 
 def _settle(future: asyncio.Future[T], result: T | None, exc: Exception | None) -> None:
@@ -114,34 +139,6 @@ def _settle(future: asyncio.Future[T], result: T | None, exc: Exception | None) 
         future.set_exception(exc)
     else:
         future.set_result(result)  # type: ignore[arg-type]
-
-
-class _Job:
-    """One request in flight. Only the started/cancelled pair crosses threads (locked)."""
-
-    __slots__ = ("request", "_lock", "_started", "_cancelled")
-
-    def __init__(self, request: Work) -> None:
-        self.request = request
-        self._lock = threading.Lock()
-        self._started = False
-        self._cancelled = False
-
-    def start(self) -> bool:
-        """Engine thread: claim the job; False if it was cancelled while queued."""
-        with self._lock:
-            self._started = not self._cancelled
-            return self._started
-
-    def cancel(self) -> bool:
-        """Loop: flag the job; True if it had not started (the caller answers it)."""
-        with self._lock:
-            self._cancelled = True
-            return not self._started
-
-    def is_cancelled(self) -> bool:
-        with self._lock:
-            return self._cancelled
 
 
 async def serve(
@@ -170,7 +167,7 @@ async def serve(
         facts = backend.facts
         log.info(
             "event=ready model=%s n_ctx=%d n_parallel=%d memory_bytes=%d load_ms=%d",
-            options.model_name, facts.n_ctx, options.num_parallel, facts.memory_bytes,
+            options.model_name, facts.n_ctx, backend.n_slots, facts.memory_bytes,
             (time.perf_counter() - started) * 1000,
         )
         ready = Ready(
@@ -178,11 +175,12 @@ async def serve(
             pid=os.getpid(),
             model=options.model_name,
             n_ctx=facts.n_ctx,
-            n_parallel=options.num_parallel,
+            n_parallel=backend.n_slots,
             memory_bytes=facts.memory_bytes,
         )
+        server = WorkerServer(channel, engine, backend)
         await channel.send(ready)
-        return await WorkerServer(channel, engine, backend).run(parent)
+        return await server.run(parent)
     finally:
         parent.cancel()
 
@@ -196,7 +194,7 @@ async def _loaded(channel: Channel, loading: asyncio.Future[Backend]) -> Backend
         error = exc.error
     except Exception as exc:  # any load failure must reach the supervisor as LoadFailed
         log.exception("event=load_failed code=%s", ErrorCode.LOAD_FAILED)
-        error = ErrorInfo(ErrorCode.LOAD_FAILED, _describe(exc))
+        error = ErrorInfo(ErrorCode.LOAD_FAILED, describe(exc))
     await channel.send(LoadFailed(error))
     return None
 
@@ -204,17 +202,17 @@ async def _loaded(channel: Channel, loading: asyncio.Future[Backend]) -> Backend
 class WorkerServer:
     """Serves requests after the handshake; `run` returns the exit code.
 
-    Mutated only on the event loop, except `_Job` flags (see module docstring).
+    Mutated only on the event loop, except `Job` flags (see module docstring).
     """
 
     def __init__(self, channel: Channel, engine: EngineThread, backend: Backend) -> None:
         self._channel = channel
         self._engine = engine
-        self._backend = backend
-        self._generation = Generation(backend)
-        self._jobs: dict[int, _Job] = {}
+        self._jobs: dict[int, Job] = {}
         self._outbox: asyncio.Queue[Reply | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
+        self._stepper = Engine(backend, self._emit)
+        engine.attach(self._stepper)
 
     async def run(self, parent: asyncio.Task[None]) -> int:
         """Serve until Shutdown, a protocol error, or `parent` (the supervisor's death)."""
@@ -256,27 +254,28 @@ class WorkerServer:
 
     def _accept(self, request: Work) -> None:
         if request.id in self._jobs:
-            log.warning("event=duplicate_id id=%d", request.id)
-            error = ErrorInfo(ErrorCode.BAD_REQUEST, f"request id {request.id} is already in use")
-            self._outbox.put_nowait(Failed(request.id, error))
+            # A reply naming this id would be taken for the first request's: drop it, loudly.
+            log.error("event=duplicate_id id=%d kind=%s action=dropped", request.id, request.TAG)
             return
-        job = _Job(request)
+        job = Job(request)
         self._jobs[request.id] = job
-        self._engine.submit(lambda: self._run_job(job))
+        self._engine.submit(partial(self._stepper.accept, job))
 
     def _cancel(self, request_id: int) -> None:
         job = self._jobs.get(request_id)
         if job is None:
             return  # already answered: Cancel gets no reply of its own
         if job.cancel():
-            log.info("event=cancelled id=%d state=queued", request_id)
-            self._deliver(_cancelled(request_id))
+            log.info("event=cancel id=%d state=queued", request_id)
+            self._deliver(cancelled(request_id))
+        else:
+            log.info("event=cancel id=%d state=running", request_id)
 
     async def _stop_engine(self) -> None:
         for request_id in list(self._jobs):
             self._cancel(request_id)
         try:
-            await asyncio.wait_for(self._engine.call(self._backend.close), CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(self._engine.call(self._stepper.shutdown), CLOSE_TIMEOUT_S)
         except TimeoutError:
             log.error("event=close_timeout timeout_s=%s", CLOSE_TIMEOUT_S)
         self._engine.stop()
@@ -293,53 +292,16 @@ class WorkerServer:
             del self._jobs[reply.id]
         self._outbox.put_nowait(reply)
 
-    def _emit(self, reply: JobReply) -> None:
-        """Engine thread: hand a reply to the loop."""
+    def _deliver_all(self, replies: list[JobReply]) -> None:
+        for reply in replies:
+            self._deliver(reply)
+
+    def _emit(self, replies: list[JobReply]) -> None:
+        """Engine thread: hand one step's replies to the loop."""
         try:
-            self._loop.call_soon_threadsafe(self._deliver, reply)
+            self._loop.call_soon_threadsafe(self._deliver_all, replies)
         except RuntimeError:  # the loop is closed: the worker is exiting
-            log.warning("event=reply_dropped id=%d reason=loop_closed", reply.id)
-
-    def _run_job(self, job: _Job) -> None:
-        """Engine thread: run one request and emit exactly one terminal reply."""
-        if not job.start():
-            return  # cancelled while queued; the loop has answered
-        request = job.request
-        started = time.perf_counter()
-        try:
-            reply = self._execute(request, job)
-        except BackendError as exc:
-            reply = Failed(request.id, exc.error)
-        except MemoryError:
-            reply = Failed(request.id, ErrorInfo(ErrorCode.OUT_OF_MEMORY, "out of memory"))
-        except Exception as exc:  # the request loop's one broad except (STYLE.md §4.8)
-            log.exception("event=request_error id=%d kind=%s", request.id, request.TAG)
-            reply = Failed(request.id, ErrorInfo(ErrorCode.INTERNAL, _describe(exc)))
-        outcome = reply.error.code if isinstance(reply, Failed) else "ok"
-        log.info(
-            "event=request_end id=%d kind=%s outcome=%s duration_ms=%d",
-            request.id, request.TAG, outcome, (time.perf_counter() - started) * 1000,
-        )
-        self._emit(reply)
-
-    def _execute(self, request: Work, job: _Job) -> Done | Failed | Embeddings | Tokens:
-        if job.is_cancelled():
-            return _cancelled(request.id)
-        if isinstance(request, Generate):
-            return self._generation.run(request, job.is_cancelled, self._emit)
-        if isinstance(request, Embed):
-            vectors, count = embed_inputs(self._backend, request, job.is_cancelled)
-            return Embeddings(request.id, vectors, count)
-        tokens = self._backend.tokenize(request.text, add_special=False, parse_special=True)
-        return Tokens(request.id, tokens)
-
-
-def _cancelled(request_id: int) -> Failed:
-    return Failed(request_id, ErrorInfo(ErrorCode.CANCELLED, "request cancelled"))
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.warning("event=reply_dropped count=%d reason=loop_closed", len(replies))
 
 
 async def _parent_gone(parent_pid: int) -> None:

@@ -172,6 +172,30 @@ async def test_worker_runs_two_generations_in_flight() -> None:
     assert isinstance(_terminal(second), Done) and _text(second) == "Hello, world"
 
 
+async def test_worker_parallel_slots_serve_requests_side_by_side() -> None:
+    async with run_worker(num_parallel=2, tokens=MANY, delay_ms=20) as w:
+        assert w.ready is not None and w.ready.n_parallel == 2
+        await w.send(Generate(id=1, prompt="long"))
+        await w.send(Generate(id=2, prompt="short", options={"num_predict": 3}))
+        first = [r async for r in w.replies_for(1)]
+        second = [r async for r in w.replies_for(2)]
+        ends = [r.id for r in w.received if isinstance(r, Done)]
+    assert isinstance(_terminal(first), Done) and _text(first) == "".join(MANY)
+    assert isinstance(_terminal(second), Done) and _text(second) == "t0 t1 t2 "
+    assert ends == [2, 1]  # the short one did not wait for the long one's slot
+
+
+async def test_worker_prompt_reuse_shows_in_prompt_eval_count() -> None:
+    async with run_worker(tokens=["a", "b"]) as w:
+        first = _terminal(await w.request(Generate(id=1, prompt="abcdef", raw=True)))
+        second = _terminal(await w.request(Generate(id=2, prompt="abcdefgh", raw=True)))
+        again = _terminal(await w.request(Generate(id=3, prompt="abcdefgh", raw=True)))
+    assert isinstance(first, Done) and isinstance(second, Done) and isinstance(again, Done)
+    assert first.prompt_eval_count == 7  # BOS + 6 bytes
+    assert second.prompt_eval_count == 2  # only "gh": BOS + "abcdef" were cached
+    assert again.prompt_eval_count == 1  # the last prompt token always runs again
+
+
 async def test_worker_answers_ping_during_a_slow_generation() -> None:
     async with run_worker(tokens=MANY, delay_ms=100) as w:
         await w.send(Generate(id=1, prompt="hi"))

@@ -212,11 +212,13 @@ async def run_worker(
     hang: str | None = None,
     ignore_sigterm: bool = False,
     wait_ready: bool = True,
+    stop_grace_s: float = EXIT_TIMEOUT_S,
 ) -> AsyncIterator[WorkerClient]:
     """Start `python -m worker` on a freshly bound channel; yield its client.
 
     With `wait_ready` (the default) the client's `ready` is set, or this raises when the
     worker sends LoadFailed or dies first. Otherwise call `handshake()` yourself.
+    On exit the worker gets Shutdown and `stop_grace_s` to exit before SIGKILL.
     """
     runtime_dir = private_runtime_dir()
     channel = bind_channel(ipc_endpoint(runtime_dir, "worker"))
@@ -243,5 +245,5 @@ async def run_worker(
                 raise WorkerExited(f"worker failed to load: {first}")
         yield client
     finally:
-        await client.close()
+        await client.close(stop_grace_s)
         shutil.rmtree(runtime_dir, ignore_errors=True)
