@@ -9,7 +9,13 @@
     ├── InvalidManifest      a manifest that is not valid JSON of the expected shape
     ├── GGUFError            a GGUF file that is truncated, malformed or hostile
     ├── ModelfileError       a Modelfile that does not parse (carries the line number)
-    └── InvalidOption        an option/parameter with an unknown name or a wrong type
+    ├── InvalidOption        an option/parameter with an unknown name or a wrong type
+    └── TransferError        a pull or push that failed on the registry's side
+        ├── InsecureProtocol     plain http without ``insecure``
+        ├── RegistryUnavailable  the registry cannot be reached, or stalled past the retries
+        ├── Unauthorized         the registry refused us (401/403, or no usable credentials)
+        ├── RemoteError          an unexpected status or malformed answer (``status`` kept)
+        └── ResponseTooLarge     a manifest, error or token body over its cap
 """
 
 from __future__ import annotations
@@ -63,3 +69,34 @@ class ModelfileError(RegistryError):
 
 class InvalidOption(RegistryError):
     """An option with an unknown name or a value of the wrong type."""
+
+
+class TransferError(RegistryError):
+    """A pull or push that failed because of the registry or the network."""
+
+
+class InsecureProtocol(TransferError):
+    """A plain-http registry named without ``insecure``."""
+
+    def __init__(self, scheme: str = "http") -> None:
+        super().__init__(f"insecure protocol {scheme}")
+
+
+class RegistryUnavailable(TransferError):
+    """The registry could not be reached, timed out, or kept failing past the retries."""
+
+
+class Unauthorized(TransferError):
+    """The registry refused access, or asked for credentials we may not send."""
+
+
+class RemoteError(TransferError):
+    """An unexpected status or a malformed answer; ``status`` is 0 when there was none."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ResponseTooLarge(TransferError):
+    """A non-blob body (manifest, error, token) larger than its cap."""

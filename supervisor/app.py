@@ -14,7 +14,18 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from registry.store import ModelStore
-from supervisor.api import blobs, chat, create, embed, generate, models, ps, system
+from supervisor.api import (
+    blobs,
+    chat,
+    create,
+    embed,
+    generate,
+    models,
+    openai,
+    ps,
+    system,
+    transfer,
+)
 from supervisor.api.context import AppState
 from supervisor.catalog import Catalog
 from supervisor.config import Settings
@@ -41,7 +52,14 @@ def routes() -> list[Route]:
         Route("/api/blobs/{digest}", blobs.upload_blob, methods=["POST"]),
         Route("/api/copy", models.copy, methods=["POST"]),
         Route("/api/delete", models.delete, methods=["DELETE"]),
+        Route("/api/pull", transfer.pull, methods=["POST"]),
+        Route("/api/push", transfer.push, methods=["POST"]),
         Route("/api/ps", ps.ps, methods=["GET"]),
+        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/v1/completions", openai.completions, methods=["POST"]),
+        Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+        Route("/v1/models", openai.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", openai.retrieve_model, methods=["GET"]),
     ]
 
 

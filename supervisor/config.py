@@ -49,6 +49,8 @@ class Settings:
     worker_args: tuple[str, ...] = ()
     """Extra argv for every worker (the fake backend's switches, in tests)."""
     gpu_env: tuple[tuple[str, str], ...] = ()
+    registry_auth: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    """Basic credentials per registry host, as (host[:port], user, password); secret."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -68,6 +70,9 @@ class Settings:
             "debug": env.get("DEBUG", _bool, "true or false"),
             "worker_backend": env.get("WORKER_BACKEND", _backend, "llama or fake"),
             "worker_args": env.get("WORKER_ARGS", _args, "space-separated arguments"),
+            "registry_auth": env.get(
+                "REGISTRY_AUTH", _registry_auth, "host=user:password,... or a file of such lines"
+            ),
         }
         values = {k: v for k, v in values.items() if v is not None}
         if values.get("max_loaded_models") == 0:
@@ -83,9 +88,18 @@ class Settings:
         return replace(settings, **overrides)  # type: ignore[arg-type]
 
     def describe(self) -> str:
-        """One log line with every setting (nothing here is secret yet)."""
-        parts = [f"{f.name}={getattr(self, f.name)!s}" for f in fields(self) if f.name != "gpu_env"]
-        return " ".join(parts)
+        """One log line with every setting; registry passwords are left out."""
+        parts = [
+            f"{f.name}={getattr(self, f.name)!s}"
+            for f in fields(self)
+            if f.name not in ("gpu_env", "registry_auth")
+        ]
+        hosts = ",".join(host for host, _, _ in self.registry_auth)
+        return " ".join([*parts, f"registry_auth_hosts={hosts}"])
+
+
+# Settings whose values never appear in messages or logs.
+_SECRET = frozenset({"REGISTRY_AUTH"})
 
 
 class _Env:
@@ -107,7 +121,8 @@ class _Env:
                 try:
                     return parse(text)
                 except (ValueError, KeepAliveError) as exc:
-                    raise ConfigError(f"{var}={text!r} is invalid: expected {accepts}") from exc
+                    shown = "(value hidden)" if name in _SECRET else repr(text)
+                    raise ConfigError(f"{var}={shown} is invalid: expected {accepts}") from exc
         return None
 
 
@@ -164,3 +179,26 @@ def _backend(text: str) -> str:
 
 def _args(text: str) -> tuple[str, ...]:
     return tuple(text.split())
+
+
+def _registry_auth(text: str) -> tuple[tuple[str, str, str], ...]:
+    """``host=user:password`` entries, comma-separated, or a file with one entry a line
+    (blank lines and ``#`` comments skipped); a password may hold ``:`` but not ``,`` inline."""
+    if "=" in text:
+        entries = text.split(",")
+    else:
+        try:
+            entries = Path(text).expanduser().read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {text}") from exc
+    found: list[tuple[str, str, str]] = []
+    for entry in entries:
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        host, sep, login = entry.partition("=")
+        user, colon, password = login.partition(":")
+        if not (sep and colon and host.strip() and user.strip()):
+            raise ValueError(entry)
+        found.append((host.strip().lower(), user.strip(), password))
+    return tuple(found)

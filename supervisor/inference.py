@@ -94,6 +94,11 @@ def check_think(local: LocalModel, think: bool | str | None) -> bool | str | Non
     return think
 
 
+def check_top_logprobs(top_logprobs: int | None) -> None:
+    if top_logprobs is not None and not 0 <= top_logprobs <= 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")
+
+
 def check_format(fmt: object) -> str | dict[str, object] | None:
     if fmt is None or fmt == "":
         return None

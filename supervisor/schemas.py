@@ -166,3 +166,20 @@ class EmbeddingsRequest(Body):
     prompt: str = ""
     options: dict[str, Any] | None = None
     keep_alive: Any = None
+
+
+class PullRequest(Body):
+    model: str = ""
+    name: str = ""
+    """Legacy alias of `model`."""
+    insecure: bool = False
+    """Allow a plain-http registry."""
+    stream: bool | None = None
+    username: str | None = None
+    """Ignored, as in Ollama; registry credentials come from CORRAL_REGISTRY_AUTH."""
+    password: str | None = None
+    """Ignored, as in Ollama."""
+
+
+class PushRequest(PullRequest):
+    pass

@@ -31,7 +31,11 @@ async def upload_blob(request: Request) -> Response:
     digest = _digest(request)
     store: ModelStore = request.app.state.catalog.store
     if await run_in_threadpool(store.has_blob, digest):
-        return Response(status_code=200)  # Ollama: an existing blob is not read again
+        # Ollama answers without storing it again; the body is still drained, or the
+        # keep-alive connection would carry it into the client's next request.
+        async for _ in request.stream():
+            pass
+        return Response(status_code=200)
     with store.blob_writer() as writer:
         async for chunk in request.stream():
             if chunk:

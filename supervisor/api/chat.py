@@ -1,4 +1,4 @@
-"""POST /api/chat."""
+"""POST /api/chat: the handler, and the chat service the OpenAI layer reuses."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from supervisor import ndjson
-from supervisor.api.context import app_state, free_memory
+from supervisor.api.context import AppState, app_state, free_memory
 from supervisor.catalog import LocalModel
 from supervisor.errors import BadRequest
 from supervisor.inference import (
@@ -20,6 +20,7 @@ from supervisor.inference import (
     Record,
     check_format,
     check_think,
+    check_top_logprobs,
     created_at,
     load_only,
     prepare,
@@ -32,12 +33,21 @@ from worker import protocol as p
 
 _ID_CHARS = string.ascii_lowercase + string.digits
 
+Answer = Record | AsyncGenerator[Record, None]
+"""One record to send at once (load, unload), or the stream of records of a generation."""
+
 
 async def chat(request: Request) -> Response:
     req = await parse_body(request, ChatRequest)
-    st = app_state(request)
-    if req.top_logprobs is not None and not 0 <= req.top_logprobs <= 20:
-        raise BadRequest("top_logprobs must be between 0 and 20")
+    answer = await run_chat(app_state(request), req)
+    if isinstance(answer, dict):
+        return JSONResponse(answer)
+    return await ndjson.respond(answer, stream=req.stream is not False, collect=collect)
+
+
+async def run_chat(st: AppState, req: ChatRequest) -> Answer:
+    """Validate `req` (every error raised here, before any byte), then answer it."""
+    check_top_logprobs(req.top_logprobs)
     prep = prepare(
         st.catalog,
         st.settings,
@@ -54,19 +64,19 @@ async def chat(request: Request) -> Response:
     }
     if not req.messages and prep.keep_alive is not None and prep.keep_alive.seconds == 0:
         st.runtime.unload(prep.spec.path)
-        return JSONResponse({**head, "done": True, "done_reason": "unload"})
+        return {**head, "done": True, "done_reason": "unload"}
     caps = prep.local.capabilities
     if "completion" not in caps:
         raise BadRequest(f'"{req.model}" does not support chat')
     if req.tools and "tools" not in caps:
         raise BadRequest(f"{prep.local.name} does not support tools")
+    if any(m.images for m in req.messages) and "vision" not in caps:
+        raise BadRequest(f"{prep.local.name} does not support vision")
     think = check_think(prep.local, req.think)
     fmt = check_format(req.format)
     if not req.messages:
         load_s = await load_only(st.runtime, prep)
-        return JSONResponse(
-            {**head, "done": True, "done_reason": "load", "load_duration": int(load_s * 1e9)}
-        )
+        return {**head, "done": True, "done_reason": "load", "load_duration": int(load_s * 1e9)}
     messages = history(prep.local, [m.wire() for m in req.messages])
 
     def build(request_id: int) -> p.Generate:
@@ -82,8 +92,7 @@ async def chat(request: Request) -> Response:
             chat=True,
         )
 
-    records = _records(st.runtime, prep, build, req.model)
-    return await ndjson.respond(records, stream=req.stream is not False, collect=_collect)
+    return _records(st.runtime, prep, build, req.model)
 
 
 def history(
@@ -131,7 +140,8 @@ async def _records(
             yield final
 
 
-def _collect(records: list[Record]) -> Record:
+def collect(records: list[Record]) -> Record:
+    """The non-streaming answer: the final record with all content and thinking joined."""
     final = dict(records[-1])
     message = dict(final["message"])
     message["content"] = "".join(r["message"].get("content", "") for r in records)

@@ -1,4 +1,4 @@
-"""POST /api/embed and the legacy POST /api/embeddings."""
+"""POST /api/embed, the legacy POST /api/embeddings, and the embed service /v1 reuses."""
 
 from __future__ import annotations
 
@@ -8,24 +8,26 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from supervisor.api.context import app_state, free_memory
+from supervisor.api.context import AppState, app_state, free_memory
 from supervisor.errors import BadRequest
-from supervisor.inference import load_only, prepare, stream_replies
+from supervisor.inference import Record, load_only, prepare, stream_replies
 from supervisor.schemas import EmbeddingsRequest, EmbedRequest, parse_body
 from worker import protocol as p
 
 
 async def embed(request: Request) -> Response:
     req = await parse_body(request, EmbedRequest)
-    st = app_state(request)
+    return JSONResponse(await run_embed(app_state(request), req))
+
+
+async def run_embed(st: AppState, req: EmbedRequest) -> Record:
+    """Embed every input of `req`: Ollama's /api/embed record (vectors L2-normalized)."""
     inputs = _inputs(req.input)
     prep = prepare(st.catalog, st.settings, free_memory, req.model, req.options, req.keep_alive)
     started = time.monotonic()
     if not inputs:
         load_s = await load_only(st.runtime, prep)
-        return JSONResponse(
-            {"model": req.model, "embeddings": [], "load_duration": int(load_s * 1e9)}
-        )
+        return {"model": req.model, "embeddings": [], "load_duration": int(load_s * 1e9)}
     truncate = req.truncate is not False
     vectors: list[list[float]] = []
     count = 0
@@ -37,15 +39,13 @@ async def embed(request: Request) -> Response:
             vectors, count, load_s = reply.vectors, reply.prompt_eval_count, loaded_s
     if req.dimensions is not None and req.dimensions > 0:
         vectors = [_cut(v, req.dimensions) for v in vectors]
-    return JSONResponse(
-        {
-            "model": req.model,
-            "embeddings": vectors,
-            "total_duration": int((time.monotonic() - started) * 1e9),
-            "load_duration": int(load_s * 1e9),
-            "prompt_eval_count": count,
-        }
-    )
+    return {
+        "model": req.model,
+        "embeddings": vectors,
+        "total_duration": int((time.monotonic() - started) * 1e9),
+        "load_duration": int(load_s * 1e9),
+        "prompt_eval_count": count,
+    }
 
 
 async def embeddings(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""GET /api/tags, POST /api/show, POST /api/copy, DELETE /api/delete."""
+"""GET /api/tags, POST /api/show, POST /api/copy, DELETE /api/delete; store lookups /v1 reuses."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from registry.gguf import GGUFInfo, read_gguf
 from registry.modelfile import render_modelfile
 from registry.names import ModelName
 from registry.options import render_parameters
+from registry.store import StoredModel
 from supervisor.catalog import Catalog, LocalModel
 from supervisor.errors import BadRequest, ModelNotFound
 from supervisor.schemas import CopyRequest, DeleteRequest, ShowRequest, parse_body, timestamp
@@ -31,10 +32,23 @@ async def tags(request: Request) -> Response:
     return JSONResponse({"models": entries})
 
 
+def stored_models(catalog: Catalog) -> list[StoredModel]:
+    """The models in the store, most recently modified first (the order of /api/tags)."""
+    return sorted(catalog.store.list_models(), key=lambda s: s.modified_at, reverse=True)
+
+
+def find_model(catalog: Catalog, text: str) -> StoredModel:
+    """The stored model `text` names; 404 `model 'x:latest' not found` (the display form)."""
+    name = catalog.parse_name(text)
+    stored = catalog.find(name)
+    if stored is None:
+        raise ModelNotFound(f"model '{name.display_shortest()}' not found")
+    return stored
+
+
 def _list_entries(catalog: Catalog) -> list[dict[str, Any]]:
-    stored = sorted(catalog.store.list_models(), key=lambda s: s.modified_at, reverse=True)
     out = []
-    for s in stored:
+    for s in stored_models(catalog):
         local = catalog.load(s)
         name = s.name.display_shortest()
         out.append(
@@ -56,10 +70,7 @@ async def show(request: Request) -> Response:
     if not text:
         raise BadRequest("model is required")
     catalog = _catalog(request)
-    name = catalog.parse_name(text)
-    stored = await run_in_threadpool(catalog.find, name)
-    if stored is None:
-        raise ModelNotFound(f"model '{name.display_shortest()}' not found")
+    stored = await run_in_threadpool(find_model, catalog, text)
     local = await run_in_threadpool(catalog.load, stored)
     info: GGUFInfo | None = local.gguf
     if req.verbose and local.model_path is not None:

@@ -265,3 +265,13 @@ def test_a_store_in_ollamas_layout_lists_and_shows(models_dir: Path, tiny_gguf: 
         shown = client.show("LLAMA3.2")
         assert shown.template == "{{ .Prompt }}"
         assert shown.parameters is not None and "<|im_end|>" in shown.parameters
+
+
+def test_reposting_an_existing_blob_keeps_the_connection_usable(server: ServerProcess) -> None:
+    data = b"x" * 300_000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post(f"/api/blobs/{digest}", content=data).status_code == 201
+        for _ in range(3):  # same keep-alive connection each time
+            assert http.post(f"/api/blobs/{digest}", content=data).status_code == 200
+            assert http.get("/api/tags").status_code == 200
