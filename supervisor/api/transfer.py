@@ -80,8 +80,16 @@ def _model(req: PullRequest) -> str:
 
 async def pull(request: Request) -> Response:
     req = await parse_body(request, PullRequest)
+    records = await pull_records(request, _model(req), insecure=req.insecure)
+    return await ndjson.respond(records, stream=req.stream is not False)
+
+
+async def pull_records(
+    request: Request, model: str, *, insecure: bool
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Start pulling `model` (errors in the name raise now) and stream its progress records."""
     state = app_state(request)
-    name = state.catalog.parse_name(_model(req))
+    name = state.catalog.parse_name(model)
     client = _client(state.settings)
     try:
         progress = start_pull(
@@ -89,13 +97,13 @@ async def pull(request: Request) -> Response:
             client,
             _downloads(request),
             name,
-            insecure=req.insecure,
+            insecure=insecure,
             prune=not state.settings.noprune,
         )
     except RegistryError as exc:
         await client.aclose()
         raise _api_error(exc) from exc
-    return await ndjson.respond(_render(progress, client), stream=req.stream is not False)
+    return _render(progress, client)
 
 
 async def push(request: Request) -> Response:

@@ -224,9 +224,7 @@ def test_pull_cut_off_by_a_kill_or_a_disconnect_resumes(
                 pass
             _wait_for(lambda: gate.connections == 0, "the server to drop its downloads")
             # The cancelled download saves its state as it unwinds, just after the sockets close.
-            _wait_for(
-                lambda: _sidecar_completed(sidecar) >= killed_at + 4 * MiB, "the saved state"
-            )
+            _wait_for(lambda: _sidecar_completed(sidecar) >= killed_at + 4 * MiB, "the saved state")
             left_at = _sidecar_completed(sidecar)
 
             # 3. The next pull fetches only what is missing.
@@ -329,3 +327,23 @@ def test_pull_stalled_registry_is_retried_then_resumed(
         assert asyncio.run(pull(name))[-1] == "success"
         assert len(weights) - saved <= gate.downstream_bytes <= len(weights) - saved + 64 * 1024
     assert store.blob_path(sha256_digest(weights)).read_bytes() == weights
+
+
+def test_create_from_a_model_not_in_the_store_pulls_it_first(
+    registry: OciRegistry, tmp_path: Path, tiny_gguf: Path
+) -> None:
+    source = _store_dir(tmp_path, "source")
+    remote = f"{registry.host}/library/tiny:latest"
+    _local_model(source, remote, tiny_gguf.read_bytes())
+    _push_in_process(source, remote)
+    with run_server(_store_dir(tmp_path, "b"), env=FAKE) as server:
+        with ollama.Client(host=server.url) as client:
+            lines = list(
+                client.create(
+                    model="derived", from_=f"http://{remote}", system="Be brief.", stream=True
+                )
+            )
+            statuses = [line.status for line in lines]
+            assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+            assert {m.model for m in client.list().models} == {remote, "derived:latest"}
+            assert client.generate(model="derived", prompt="hi").done
