@@ -1,0 +1,164 @@
+"""Benchmark 2: time to first token through corral for a short prompt on a loaded model,
+minus the same in-process with llama-cpp-python's low-level API.
+
+corral's figure is client-side: from sending a streamed raw /api/generate to the first
+chunk carrying a token. The in-process figure runs from tokenizing the same text to the
+first greedy token sampled, on a cleared cache. Each run uses a different prompt opening, so
+no prompt-prefix reuse can help either side; both sides see the same prompts in the same
+order. The overhead is the difference of the medians.
+
+    .venv/bin/python -m bench.first_token --model {smollm2,big,PATH} [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    ModelChoice,
+    Stream,
+    async_client,
+    base_parser,
+    corral_options,
+    corral_server,
+    emit,
+    fmt,
+    idle_cpu_percent,
+    machine,
+    median,
+    resolve_model,
+    scratch_dir,
+    stream_corral,
+)
+from bench.decode_speed import EngineProcess
+
+NUM_CTX = 2048
+SUBJECTS = (
+    "Rivers",
+    "Glaciers",
+    "Volcanoes",
+    "Deserts",
+    "Forests",
+    "Comets",
+    "Bridges",
+    "Lighthouses",
+    "Orchards",
+    "Harbors",
+    "Canyons",
+    "Islands",
+)
+
+
+def prompts(repeat: int) -> list[str]:
+    """Short prompts (8 or 9 tokens) that differ from their first word on and that the
+    model continues (a prompt ending a sentence may get end-of-text at once)."""
+    return [
+        f"{SUBJECTS[i % len(SUBJECTS)]} are interesting to study because they"
+        for i in range(repeat + 1)
+    ]
+
+
+async def _interleaved(
+    url: str, engine: EngineProcess, model: str, threads: int, tokens: int, texts: list[str]
+) -> tuple[list[dict[str, float]], list[Stream]]:
+    """Both sides get each prompt in turn; the first prompt is a warm-up on both."""
+    options = corral_options(threads, tokens, NUM_CTX)
+    inproc, corral = [], []
+    async with async_client(url) as client:
+        for text in texts:
+            inproc.append(engine.generate(text, tokens))
+            body = {"model": model, "prompt": text, "raw": True, "options": options}
+            corral.append(await stream_corral(client, "/api/generate", body))
+    return inproc[1:], corral[1:]
+
+
+def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[str, Any]:
+    before = machine()
+    with (
+        EngineProcess("lowlevel", model.path, threads, NUM_CTX) as engine,
+        scratch_dir("bench-ttft-") as tmp,
+        corral_server(tmp / "models", {"CORRAL_NUM_PARALLEL": "1"}) as server,
+    ):
+        name = server.import_model(model)
+        texts = prompts(repeat)
+        runs = _interleaved(server.url, engine, name, threads, tokens, texts)
+        inproc, corral = asyncio.run(runs)
+        idle = idle_cpu_percent(server.proc.pid)  # model still loaded, nothing asked
+    inproc_s = median([r["ttft_s"] for r in inproc])
+    corral_s = median([r.ttft_s for r in corral])
+    overhead_ms = (corral_s - inproc_s) * 1e3
+    return {
+        "benchmark": "first_token",
+        "model": model.key,
+        "threads": threads,
+        "repeat": repeat,
+        "machine": before,
+        "loadavg_1m_after": machine()["loadavg_1m"],
+        "prompt_tokens": {
+            "inprocess": [r["prompt_tokens"] for r in inproc],
+            "corral": [r.prompt_tokens for r in corral],
+        },
+        "inprocess_ttft_ms": inproc_s * 1e3,
+        "corral_ttft_ms": corral_s * 1e3,
+        "overhead_ms": overhead_ms,
+        "corral_idle_cpu_percent": idle,
+        "goal": "<= 15 ms",
+        "met": overhead_ms <= 15.0,
+        "corral_server_prompt_eval_ms": median(
+            [r.final["prompt_eval_duration"] / 1e6 for r in corral]
+        ),
+        "runs_ms": {
+            "inprocess": [r["ttft_s"] * 1e3 for r in inproc],
+            "corral": [r.ttft_s * 1e3 for r in corral],
+        },
+    }
+
+
+def rows(r: dict[str, Any]) -> list[list[str]]:
+    prompt = str(round(median(r["prompt_tokens"]["inprocess"])))
+    return [
+        [
+            r["model"],
+            prompt,
+            fmt(r["inprocess_ttft_ms"]),
+            fmt(r["corral_ttft_ms"]),
+            fmt(r["overhead_ms"]),
+            "yes" if r["met"] else "NO",
+        ]
+    ]
+
+
+HEADERS = [
+    "model",
+    "prompt tokens",
+    "in-process TTFT ms",
+    "corral TTFT ms",
+    "overhead ms",
+    "<= 15 ms",
+]
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = base_parser(__doc__.splitlines()[0], tokens=4, repeat=9)
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    return measure(resolve_model(args.model), args.threads, args.tokens, args.repeat)
+
+
+def main(argv: list[str] | None = None) -> int:
+    result = run(parser().parse_args(argv))
+    emit(result, HEADERS, rows(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
