@@ -18,14 +18,13 @@ import ollama
 import pytest
 from pydantic import BaseModel
 
-from tests.support.models import create_from_gguf
+from tests.support.models import SMOL, create_from_gguf, smol_and_embed_server
 from tests.support.oci_registry import OciRegistry, run_registry
 from tests.support.server import ServerProcess, run_server
 from tests.support.tiny_gguf import write_tiny_gguf
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-SMOL = "smollm2:135m"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 GREEDY = {"temperature": 0, "num_predict": 16}
 # Methods that reach ollama.com or a route outside Ollama's local API, not a local server.
@@ -74,13 +73,8 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path, tiny_embed_gguf: Path
 ) -> Iterator[ServerProcess]:
     pytest.importorskip("llama_cpp")
-    models = tmp_path_factory.mktemp("conformance") / "models"
-    models.mkdir()
-    env = {"CORRAL_CONTEXT_LENGTH": "1024", "CORRAL_NUM_PARALLEL": "1"}
-    with run_server(models, env=env) as srv:
-        with ollama.Client(host=srv.url) as client:
-            create_from_gguf(client, SMOL, smollm2_gguf)
-            create_from_gguf(client, "tiny-embed", tiny_embed_gguf)
+    root = tmp_path_factory.mktemp("conformance")
+    with smol_and_embed_server(root, smollm2_gguf, tiny_embed_gguf) as srv:
         yield srv
 
 
@@ -114,8 +108,20 @@ def _public_methods(cls: type) -> set[str]:
 
 
 COVERED = {
-    "generate", "chat", "embed", "embeddings", "list", "show", "ps", "create", "create_blob",
-    "copy", "delete", "pull", "push", "close",
+    "generate",
+    "chat",
+    "embed",
+    "embeddings",
+    "list",
+    "show",
+    "ps",
+    "create",
+    "create_blob",
+    "copy",
+    "delete",
+    "pull",
+    "push",
+    "close",
 }
 
 
@@ -238,9 +244,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OciRegistry]:
         yield reg
 
 
-def test_client_push_and_pull(
-    client: ollama.Client, registry: OciRegistry, tmp_path: Path
-) -> None:
+def test_client_push_and_pull(client: ollama.Client, registry: OciRegistry, tmp_path: Path) -> None:
     name = f"{registry.host}/library/shared:latest"
     digest = client.create_blob(write_tiny_gguf(tmp_path / "shared.gguf", seed=13))
     client.create(model=name, files={"shared.gguf": digest})
@@ -289,11 +293,17 @@ async def test_async_client_inference(server: ServerProcess) -> None:
         assert "".join(p.response or "" for p in parts) == whole.response and parts[-1].done
         chat = await c.chat(model=SMOL, messages=QUESTION, options=GREEDY)
         assert "Paris" in (chat.message.content or "")
-        chunks = [p async for p in await c.chat(model=SMOL, messages=QUESTION, stream=True,
-                                                  options=GREEDY)]
+        chunks = [
+            p
+            async for p in await c.chat(model=SMOL, messages=QUESTION, stream=True, options=GREEDY)
+        ]
         assert "".join(p.message.content or "" for p in chunks) == chat.message.content
-        shaped = await c.chat(model=SMOL, messages=QUESTION, format=Capital.model_json_schema(),
-                              options={"temperature": 0, "num_predict": 48})
+        shaped = await c.chat(
+            model=SMOL,
+            messages=QUESTION,
+            format=Capital.model_json_schema(),
+            options={"temperature": 0, "num_predict": 48},
+        )
         assert Capital.model_validate_json(shaped.message.content or "")
         embedded = await c.embed(model="tiny-embed", input=["a", "b"])
         assert len(embedded.embeddings) == 2
@@ -308,8 +318,12 @@ async def test_async_client_model_management(server: ServerProcess, tmp_path: Pa
         assert (await c.create(model="async-made", files={"async.gguf": digest})).status == (
             "success"
         )
-        steps = [s async for s in await c.create(model="async-made2", from_="async-made",
-                                                  system="hi", stream=True)]
+        steps = [
+            s
+            async for s in await c.create(
+                model="async-made2", from_="async-made", system="hi", stream=True
+            )
+        ]
         assert steps[-1].status == "success"
         assert "SYSTEM hi" in ((await c.show("async-made2")).modelfile or "")
         assert (await c.copy("async-made", "async-copy")).status == "success"
@@ -338,6 +352,10 @@ async def test_async_client_chat_tools(agent_server: ServerProcess) -> None:
         whole = await c.chat(model="agent", messages=QUESTION, tools=[get_weather])
         (call,) = whole.message.tool_calls or []
         assert call.function.arguments == {"city": "Paris"}
-        parts = [p async for p in await c.chat(model="agent", messages=QUESTION,
-                                                tools=[get_weather], stream=True)]
+        parts = [
+            p
+            async for p in await c.chat(
+                model="agent", messages=QUESTION, tools=[get_weather], stream=True
+            )
+        ]
         assert any(p.message.tool_calls for p in parts)

@@ -12,16 +12,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import ollama
 import pytest
 
-from tests.support.models import create_from_gguf
-from tests.support.server import REPO, ServerProcess, run_server
+from tests.support.models import SMOL, smol_and_embed_server
+from tests.support.server import REPO, ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.llama, pytest.mark.timeout(420)]
 
 JS = REPO / "tests" / "js"
-SMOL = "smollm2:135m"
 
 
 def _installed_version() -> str | None:
@@ -55,13 +53,8 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path, tiny_embed_gguf: Path
 ) -> Iterator[ServerProcess]:
     pytest.importorskip("llama_cpp")
-    models = tmp_path_factory.mktemp("js") / "models"
-    models.mkdir()
-    env = {"CORRAL_CONTEXT_LENGTH": "1024", "CORRAL_NUM_PARALLEL": "1"}
-    with run_server(models, env=env) as srv:
-        with ollama.Client(host=srv.url) as client:
-            create_from_gguf(client, SMOL, smollm2_gguf)
-            create_from_gguf(client, "tiny-embed", tiny_embed_gguf)
+    root = tmp_path_factory.mktemp("js")
+    with smol_and_embed_server(root, smollm2_gguf, tiny_embed_gguf) as srv:
         yield srv
 
 

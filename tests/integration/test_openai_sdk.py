@@ -24,12 +24,11 @@ import pytest
 from gguf import GGUFWriter
 from pydantic import BaseModel
 
-from tests.support.models import create_from_gguf
+from tests.support.models import SMOL, smol_and_embed_server
 from tests.support.server import ServerProcess, run_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-SMOL = "smollm2:135m"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 WEATHER_TOOL = {
     "type": "function",
@@ -112,13 +111,8 @@ def llama_server(
     tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path, tiny_embed_gguf: Path
 ) -> Iterator[ServerProcess]:
     pytest.importorskip("llama_cpp")
-    models = tmp_path_factory.mktemp("openai-llama") / "models"
-    models.mkdir()
-    env = {"CORRAL_CONTEXT_LENGTH": "1024", "CORRAL_NUM_PARALLEL": "1"}
-    with run_server(models, env=env) as srv:
-        with ollama.Client(host=srv.url) as client:
-            create_from_gguf(client, SMOL, smollm2_gguf)
-            create_from_gguf(client, "tiny-embed", tiny_embed_gguf)
+    root = tmp_path_factory.mktemp("openai-llama")
+    with smol_and_embed_server(root, smollm2_gguf, tiny_embed_gguf) as srv:
         yield srv
 
 
@@ -308,9 +302,7 @@ def test_openai_errors_are_typed(llama_api: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match="model 'nosuch' not found"):
         client.chat.completions.create(model="nosuch", messages=QUESTION)
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(
-            model="nosuch", messages=QUESTION, stream=True
-        )
+        client.chat.completions.create(model="nosuch", messages=QUESTION, stream=True)
     with pytest.raises(openai.BadRequestError, match="too short"):
         client.chat.completions.create(model=SMOL, messages=[])
     with pytest.raises(openai.BadRequestError, match="does not support vision"):
@@ -368,9 +360,7 @@ class GetWeather(BaseModel):
 
 def test_openai_stream_helper_accumulates_tool_calls(fake_api: openai.OpenAI) -> None:
     tool = openai.pydantic_function_tool(GetWeather, name="get_weather")
-    with fake_api.chat.completions.stream(
-        model="agent", messages=QUESTION, tools=[tool]
-    ) as stream:
+    with fake_api.chat.completions.stream(model="agent", messages=QUESTION, tools=[tool]) as stream:
         final = stream.get_final_completion()
     (call,) = final.choices[0].message.tool_calls or []
     assert call.function.parsed_arguments == GetWeather(city="Paris")
@@ -378,9 +368,7 @@ def test_openai_stream_helper_accumulates_tool_calls(fake_api: openai.OpenAI) ->
 
 def test_openai_tool_results_go_back_to_the_model(fake_api: openai.OpenAI) -> None:
     client = fake_api
-    first = client.chat.completions.create(
-        model="agent", messages=QUESTION, tools=[WEATHER_TOOL]
-    )
+    first = client.chat.completions.create(model="agent", messages=QUESTION, tools=[WEATHER_TOOL])
     message = first.choices[0].message
     (call,) = message.tool_calls or []
     history = [
@@ -388,9 +376,7 @@ def test_openai_tool_results_go_back_to_the_model(fake_api: openai.OpenAI) -> No
         message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
     ]
-    second = client.chat.completions.create(
-        model="agent", messages=history, tools=[WEATHER_TOOL]
-    )
+    second = client.chat.completions.create(model="agent", messages=history, tools=[WEATHER_TOOL])
     assert second.choices[0].finish_reason == "tool_calls"
     bad = {
         "role": "assistant",
@@ -463,24 +449,62 @@ def test_openai_image_parts_need_a_vision_model(fake_api: openai.OpenAI) -> None
 @pytest.mark.parametrize(
     "path, body, status, kind, message",
     [
-        ("/v1/chat/completions", {"model": "nosuch", "messages": QUESTION}, 404,
-         "not_found_error", "model 'nosuch' not found"),
-        ("/v1/chat/completions", {"model": "plain", "messages": QUESTION, "tools": [WEATHER_TOOL]},
-         400, "invalid_request_error", "does not support tools"),
-        ("/v1/chat/completions", {"model": "plain", "messages": QUESTION,
-                                  "reasoning_effort": "high"}, 400, "invalid_request_error",
-         "does not support thinking"),
-        ("/v1/chat/completions", {"model": "agent", "messages": QUESTION,
-                                  "reasoning_effort": "loud"}, 400, "invalid_request_error",
-         "invalid reasoning_effort"),
-        ("/v1/chat/completions", {"model": "plain", "messages": "hi"}, 400,
-         "invalid_request_error", '"messages"'),
-        ("/v1/embeddings", {"model": "plain", "input": []}, 400, "invalid_request_error",
-         "invalid input"),
-        ("/v1/embeddings", {"model": "plain", "input": "x", "encoding_format": "hex"}, 400,
-         "invalid_request_error", "Invalid value for 'encoding_format' = hex"),
-        ("/v1/completions", {"model": "plain", "prompt": ["a", "b"]}, 400,
-         "invalid_request_error", "invalid prompt"),
+        (
+            "/v1/chat/completions",
+            {"model": "nosuch", "messages": QUESTION},
+            404,
+            "not_found_error",
+            "model 'nosuch' not found",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "plain", "messages": QUESTION, "tools": [WEATHER_TOOL]},
+            400,
+            "invalid_request_error",
+            "does not support tools",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "plain", "messages": QUESTION, "reasoning_effort": "high"},
+            400,
+            "invalid_request_error",
+            "does not support thinking",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "agent", "messages": QUESTION, "reasoning_effort": "loud"},
+            400,
+            "invalid_request_error",
+            "invalid reasoning_effort",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "plain", "messages": "hi"},
+            400,
+            "invalid_request_error",
+            '"messages"',
+        ),
+        (
+            "/v1/embeddings",
+            {"model": "plain", "input": []},
+            400,
+            "invalid_request_error",
+            "invalid input",
+        ),
+        (
+            "/v1/embeddings",
+            {"model": "plain", "input": "x", "encoding_format": "hex"},
+            400,
+            "invalid_request_error",
+            "Invalid value for 'encoding_format' = hex",
+        ),
+        (
+            "/v1/completions",
+            {"model": "plain", "prompt": ["a", "b"]},
+            400,
+            "invalid_request_error",
+            "invalid prompt",
+        ),
     ],
 )
 def test_openai_error_object_shape(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import ollama
+
+from tests.support.server import ServerProcess, run_server
 
 
 def create_from_gguf(client: ollama.Client, name: str, gguf: Path, **fields: object) -> None:
@@ -12,3 +16,19 @@ def create_from_gguf(client: ollama.Client, name: str, gguf: Path, **fields: obj
     digest = client.create_blob(gguf)
     done = client.create(model=name, files={gguf.name: digest}, **fields)  # type: ignore[arg-type]
     assert done.status == "success"
+
+
+SMOL = "smollm2:135m"
+
+
+@contextlib.contextmanager
+def smol_and_embed_server(root: Path, smollm2: Path, embed: Path) -> Iterator[ServerProcess]:
+    """A real-engine server holding SmolLM2 (as `smollm2:135m`) and the tiny embedding model."""
+    models = root / "models"
+    models.mkdir()
+    env = {"CORRAL_CONTEXT_LENGTH": "1024", "CORRAL_NUM_PARALLEL": "1"}
+    with run_server(models, env=env) as srv:
+        with ollama.Client(host=srv.url) as client:
+            create_from_gguf(client, SMOL, smollm2)
+            create_from_gguf(client, "tiny-embed", embed)
+        yield srv
