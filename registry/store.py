@@ -33,16 +33,21 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO
 
+from registry.blob import (
+    FILE_MODE,
+    TMP_PREFIX,
+    BlobWriter,
+    check_inside,
+    fsync_dir,
+    make_dirs,
+    os_errors,
+)
 from registry.digest import DIGEST_RE, blob_filename, parse_digest
 from registry.errors import (
     BlobNotFound,
-    DigestMismatch,
     InvalidManifest,
     InvalidName,
     ModelNotFound,
@@ -53,11 +58,8 @@ from registry.names import ModelName, is_valid_part
 
 logger = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
 _KINDS = ("host", "namespace", "model", "tag")
 _CHUNK_BYTES = 1024 * 1024
-_DIR_MODE = 0o755
-_FILE_MODE = 0o644
 _DIGEST_BYTES_RE = re.compile(rb"sha256[:-]([0-9a-fA-F]{64})")
 
 
@@ -76,43 +78,6 @@ class StoredModel:
     modified_at: float
 
 
-@contextlib.contextmanager
-def _os_errors(action: str) -> Iterator[None]:
-    """Turn an OSError (disk full, permission denied) into a RegistryError."""
-    try:
-        yield
-    except OSError as exc:
-        raise RegistryError(f"{action}: {exc.strerror or exc}") from exc
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename durable; some platforms cannot open or fsync a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _make_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, each with mode 0755 (as Go's MkdirAll)."""
-    missing: list[Path] = []
-    while not path.is_dir() and path.parent != path:
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=_DIR_MODE, exist_ok=True)
-
-
-def _check_inside(path: Path, base: Path) -> Path:
-    """Second guard after validation: ``path`` must lie strictly below ``base``."""
-    full, top = os.path.abspath(path), os.path.abspath(base)
-    if full == top or os.path.commonpath([full, top]) != top:
-        raise RegistryError("path escapes the model store")
-    return path
-
-
 def _digest_of_blob_name(name: str) -> str | None:
     """The digest a file in blobs/ holds, or None unless its name is canonical."""
     if DIGEST_RE.match(name) is None or blob_filename(name) != name:
@@ -127,95 +92,6 @@ def _read_capped(path: Path, max_bytes: int) -> tuple[bytes, float]:
         if not stat.S_ISREG(info.st_mode):
             raise RegistryError(f"{path.name} is not a regular file")
         return file.read(max_bytes + 1), info.st_mtime
-
-
-class BlobWriter:
-    """Streams one blob into ``blobs/`` while hashing it; use as a context manager.
-
-    Lifecycle: ``__enter__`` creates ``blobs/.tmp-<random>``; ``write`` appends and hashes;
-    ``commit`` verifies and renames the temp to its digest name. Leaving the ``with`` block
-    without a successful commit, for any reason, deletes the temp; nothing partial is ever
-    visible under a digest name. One writer belongs to one thread.
-    """
-
-    def __init__(self, store: ModelStore, max_bytes: int | None = None) -> None:
-        self._store = store
-        self._max_bytes = max_bytes
-        self._hash = hashlib.sha256()
-        self._size = 0
-        self._file: BinaryIO | None = None
-        self._temp: Path | None = None
-
-    def __enter__(self) -> BlobWriter:
-        with _os_errors("cannot create blob"):
-            _make_dirs(self._store.blobs_dir)
-            fd, temp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self._store.blobs_dir)
-        self._temp = Path(temp)
-        self._file = os.fdopen(fd, "wb")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._discard()
-
-    def write(self, chunk: bytes) -> None:
-        """Append ``chunk``; raise RegistryError past ``max_bytes`` (the temp is dropped)."""
-        file = self._open_file()
-        self._size += len(chunk)
-        if self._max_bytes is not None and self._size > self._max_bytes:
-            self._discard()
-            raise RegistryError(f"blob larger than {self._max_bytes} bytes")
-        self._hash.update(chunk)
-        with _os_errors("cannot write blob"):
-            file.write(chunk)
-
-    def commit(self, expected: str | None = None) -> tuple[str, int]:
-        """Verify against ``expected`` (if given), store, and return (digest, size).
-
-        Raises DigestMismatch, leaving nothing behind, when the content hashes differently.
-        """
-        want = parse_digest(expected) if expected is not None else None
-        file, temp = self._open_file(), self._temp
-        assert temp is not None
-        with _os_errors("cannot store blob"):
-            file.flush()
-            os.fsync(file.fileno())
-            file.close()
-            self._file = None
-            actual = "sha256:" + self._hash.hexdigest()
-            if want is not None and want != actual:
-                self._discard()
-                raise DigestMismatch(want, actual)
-            final = self._store.blob_path(actual)
-            if final.is_file():
-                self._discard()
-                # Ollama touches a reused blob so prune's grace period covers it again.
-                with contextlib.suppress(OSError):
-                    os.utime(final)
-            else:
-                os.chmod(temp, _FILE_MODE)
-                os.replace(temp, final)
-                self._temp = None
-                _fsync_dir(final.parent)
-        logger.debug("blob_committed digest=%s size=%d", actual, self._size)
-        return actual, self._size
-
-    def _open_file(self) -> BinaryIO:
-        if self._file is None:
-            raise RegistryError("blob writer is not open")
-        return self._file
-
-    def _discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._temp is not None:
-            self._temp.unlink(missing_ok=True)
-            self._temp = None
 
 
 class ModelStore:
@@ -253,7 +129,7 @@ class ModelStore:
 
     def blob_writer(self, max_bytes: int | None = None) -> BlobWriter:
         """Return a writer that streams a new blob in (see BlobWriter)."""
-        return BlobWriter(self, max_bytes)
+        return BlobWriter(self.blobs_dir, max_bytes)
 
     def write_blob_bytes(self, data: bytes) -> tuple[str, int]:
         """Store ``data`` as a blob; return (digest, size)."""
@@ -264,7 +140,7 @@ class ModelStore:
     def import_file(self, path: Path, max_bytes: int | None = None) -> tuple[str, int]:
         """Copy a local regular file in as a blob; return (digest, size)."""
         # O_NONBLOCK so a FIFO cannot block the open; it is then refused as not regular.
-        with _os_errors(f"cannot read {path}"):
+        with os_errors(f"cannot read {path}"):
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
@@ -342,7 +218,7 @@ class ModelStore:
             src_path, dst_path = self._manifest_path(found), self._target_path(dst)
             if os.path.abspath(src_path) == os.path.abspath(dst_path):
                 return
-            with _os_errors("cannot read manifest"):
+            with os_errors("cannot read manifest"):
                 raw, _ = _read_capped(src_path, MAX_MANIFEST_BYTES)
             Manifest.parse(raw)
             self._write_atomic(dst_path, raw)
@@ -356,7 +232,7 @@ class ModelStore:
             if found is None:
                 raise ModelNotFound(f'model "{name.display_shortest()}" not found')
             path = self._manifest_path(found)
-            with _os_errors("cannot delete manifest"):
+            with os_errors("cannot delete manifest"):
                 raw, _ = _read_capped(path, MAX_MANIFEST_BYTES)
                 path.unlink()
             self._remove_empty_parents(path.parent)
@@ -409,7 +285,7 @@ class ModelStore:
     # -- internals -------------------------------------------------------------------------
 
     def _manifest_path(self, name: ModelName) -> Path:
-        return _check_inside(self.manifests_dir.joinpath(*name.parts()), self.manifests_dir)
+        return check_inside(self.manifests_dir.joinpath(*name.parts()), self.manifests_dir)
 
     @staticmethod
     def _scan(directory: Path) -> list[os.DirEntry[str]]:
@@ -460,8 +336,8 @@ class ModelStore:
         return self._manifest_path(replace(name, host=host, namespace=namespace, model=model))
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        with _os_errors("cannot write manifest"):
-            _make_dirs(path.parent)
+        with os_errors("cannot write manifest"):
+            make_dirs(path.parent)
             fd, temp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
             done = False
             try:
@@ -469,13 +345,13 @@ class ModelStore:
                     file.write(data)
                     file.flush()
                     os.fsync(file.fileno())
-                os.chmod(temp, _FILE_MODE)
+                os.chmod(temp, FILE_MODE)
                 os.replace(temp, path)
                 done = True
             finally:
                 if not done:
                     Path(temp).unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def _load(self, name: ModelName, path: Path) -> StoredModel:
         raw, mtime = _read_capped(path, MAX_MANIFEST_BYTES)

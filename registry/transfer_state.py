@@ -29,10 +29,11 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.blob import os_errors
 from registry.digest import hex_of, parse_digest
 from registry.errors import DigestMismatch, RegistryError
 
@@ -92,14 +93,6 @@ def _parts_from(raw: object, size: int) -> list[Part] | None:
     return parts if expected == size else None
 
 
-@contextlib.contextmanager
-def _os_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise RegistryError(f"{action}: {exc.strerror or exc}") from exc
-
-
 def _inside(path: Path, directory: Path) -> Path:
     if os.path.dirname(os.path.abspath(path)) != os.path.abspath(directory):
         raise RegistryError("path escapes the model store")
@@ -134,7 +127,7 @@ class PartialBlob:
         base = f"{PARTIAL_PREFIX}sha256-{hex_of(digest)}"
         data_path = _inside(blobs_dir / base, blobs_dir)
         state_path = _inside(blobs_dir / (base + _STATE_SUFFIX), blobs_dir)
-        with _os_errors("cannot start the download"):
+        with os_errors("cannot start the download"):
             os.makedirs(blobs_dir, mode=0o755, exist_ok=True)
             fd = os.open(data_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -144,12 +137,12 @@ class PartialBlob:
             raise RegistryError(f"blob {digest} is being downloaded by another process") from exc
         parts: list[Part] | None = None
         try:
-            with _os_errors("cannot start the download"):
+            with os_errors("cannot start the download"):
                 parts = _load_state(state_path, digest, size, os.fstat(fd).st_size)
             # Before planning and sizing the file: a hostile manifest may claim any size.
             _check_space(blobs_dir, size - sum(part.completed for part in parts or []))
             blob = cls(digest, size, data_path, state_path, fd, parts or plan(size))
-            with _os_errors("cannot start the download"):
+            with os_errors("cannot start the download"):
                 if parts is None:
                     os.ftruncate(fd, 0)  # nothing of an old attempt may survive unhashed
                 os.ftruncate(fd, size)
@@ -185,7 +178,7 @@ class PartialBlob:
         Only bytes that are final may be hashed: ``end`` must not exceed ``contiguous()``,
         and written bytes are never rewritten. Calls are serialised by a lock.
         """
-        with self._hash_lock, _os_errors("cannot verify blob"):
+        with self._hash_lock, os_errors("cannot verify blob"):
             if end <= self.hashed:
                 return
             buffer = bytearray(_HASH_CHUNK)
@@ -204,7 +197,7 @@ class PartialBlob:
         if len(view) > part.remaining:
             raise RegistryError("write past the end of a download part")
         offset = part.next_offset
-        with _os_errors("cannot write blob"):
+        with os_errors("cannot write blob"):
             while view:
                 written = os.pwrite(self._fd, view, offset)
                 view, offset = view[written:], offset + written
@@ -221,7 +214,7 @@ class PartialBlob:
             "parts": [[p.offset, p.size, p.completed] for p in self.parts],
         }
         temp = self.state_path.with_name(self.state_path.name + ".tmp")
-        with _os_errors("cannot save download state"):
+        with os_errors("cannot save download state"):
             temp.write_bytes(json.dumps(doc, separators=(",", ":")).encode())
             os.replace(temp, self.state_path)
         self._dirty = False
@@ -238,7 +231,7 @@ class PartialBlob:
         if actual != self.digest:
             self.discard()
             raise DigestMismatch(self.digest, actual)
-        with _os_errors("cannot store blob"):
+        with os_errors("cannot store blob"):
             os.chmod(self.data_path, 0o644)
             os.replace(self.data_path, final)
             self._gone = True
@@ -273,7 +266,7 @@ class PartialBlob:
 
 
 def _check_space(blobs_dir: Path, need: int) -> None:
-    with _os_errors("cannot check free disk space"):
+    with os_errors("cannot check free disk space"):
         free = shutil.disk_usage(blobs_dir).free
     if free < need:
         raise RegistryError(f"not enough disk space: {need} bytes needed, {free} free")
