@@ -16,9 +16,9 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from registry.errors import GGUFError
+from registry.gguf_reader import BoundedReader
 
 __all__ = ["GGUFInfo", "TensorInfo", "format_parameter_count", "read_gguf"]
 
@@ -26,8 +26,6 @@ _MAGIC = b"GGUF"
 _VERSIONS = (2, 3)
 _MAX_DIMS = 4  # GGML_MAX_DIMS; llama.cpp rejects more
 _MAX_ARRAY_DEPTH = 3  # arrays of arrays of arrays; llama.cpp itself accepts no nesting
-_MAX_STRING_BYTES = 64 << 20  # real values (chat templates) are tens of KB
-_CHUNK_BYTES = 1 << 20
 _DEFAULT_ALIGNMENT = 32
 _INT64_MAX = (1 << 63) - 1
 _LONG_ARRAY = 5  # /api/show elides arrays longer than this unless verbose
@@ -238,103 +236,6 @@ def format_parameter_count(n: int) -> str:
     return str(n)
 
 
-class _Reader:
-    """Sequential little-endian reads from a stream of known size; every read is bounded."""
-
-    def __init__(self, stream: BinaryIO, size: int) -> None:
-        self._stream = stream
-        self._size = size
-        self._buf = b""
-        self._at = 0  # index of the next unread byte in _buf
-        self._base = 0  # file offset of _buf[0]
-
-    @property
-    def pos(self) -> int:
-        return self._base + self._at
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def remaining(self) -> int:
-        return self._size - self.pos
-
-    def check_count(self, count: int, unit_bytes: int, what: str) -> None:
-        """Refuse a count whose items, at their smallest, cannot fit in the rest of the file."""
-        if count * unit_bytes > self.remaining:
-            raise GGUFError(
-                f"malformed GGUF: {what} {count} exceeds the {self.remaining} bytes left "
-                f"in the file at offset {self.pos}"
-            )
-
-    def _fill(self, n: int, what: str) -> None:
-        if n > self.remaining:
-            raise GGUFError(
-                f"truncated GGUF file: {what} needs {n} bytes at offset {self.pos}, "
-                f"only {self.remaining} remain"
-            )
-        if len(self._buf) - self._at >= n:
-            return
-        rest = self._buf[self._at :]
-        self._base += self._at
-        self._buf = rest + self._stream.read(max(n - len(rest), _CHUNK_BYTES))
-        self._at = 0
-        if len(self._buf) < n:  # the file shrank after we measured it
-            raise GGUFError(f"truncated GGUF file: {what} at offset {self.pos}")
-
-    def unpack(self, st: struct.Struct, what: str) -> tuple[Any, ...]:
-        self._fill(st.size, what)
-        values = st.unpack_from(self._buf, self._at)
-        self._at += st.size
-        return values
-
-    def uint(self, st: struct.Struct, what: str) -> int:
-        self._fill(st.size, what)
-        value: int = st.unpack_from(self._buf, self._at)[0]
-        self._at += st.size
-        return value
-
-    def skip(self, n: int, what: str) -> None:
-        if len(self._buf) - self._at >= n:
-            self._at += n
-            return
-        if n > self.remaining:
-            self._fill(n, what)  # raises the truncation error
-        target = self.pos + n
-        self._stream.seek(target)
-        self._buf, self._at, self._base = b"", 0, target
-
-    def string(self, what: str, *, keep: bool = True) -> str:
-        n = self.uint(_U64, f"{what} length")
-        self.check_count(n, 1, f"{what} length")
-        if not keep:
-            self.skip(n, what)
-            return ""
-        if n > _MAX_STRING_BYTES:
-            raise GGUFError(f"malformed GGUF: {what} is {n} bytes, more than any real value")
-        self._fill(n, what)
-        raw = self._buf[self._at : self._at + n]
-        self._at += n
-        return raw.decode("utf-8", errors="replace")
-
-    def strings(self, count: int, what: str, *, keep: bool) -> list[object] | None:
-        """Read or step over `count` strings; the common case stays inside the buffer."""
-        unpack_from = _U64.unpack_from
-        items: list[object] = []
-        for _ in range(count):
-            buf, at = self._buf, self._at
-            if len(buf) - at >= 8:
-                n = unpack_from(buf, at)[0]
-                if len(buf) - at - 8 >= n and n <= _MAX_STRING_BYTES:
-                    self._at = at + 8 + n
-                    if keep:
-                        items.append(buf[at + 8 : at + 8 + n].decode("utf-8", errors="replace"))
-                    continue
-            items.append(self.string(what, keep=keep))
-        return items if keep else None
-
-
 def _min_value_bytes(vtype: int, what: str) -> int:
     if vtype in _SCALARS:
         return struct.calcsize(_SCALARS[vtype][1])
@@ -355,7 +256,7 @@ def _float32(value: float) -> float:
     return value
 
 
-def _read_value(r: _Reader, vtype: int, what: str) -> object:
+def _read_value(r: BoundedReader, vtype: int, what: str) -> object:
     """Read one value that is not an array."""
     if vtype == _FLOAT32:
         return _float32(r.unpack(_F32, what)[0])
@@ -366,7 +267,7 @@ def _read_value(r: _Reader, vtype: int, what: str) -> object:
     raise GGUFError(f"malformed GGUF: unknown value type {vtype} for {what}")
 
 
-def _array_header(r: _Reader, what: str, depth: int) -> tuple[int, int]:
+def _array_header(r: BoundedReader, what: str, depth: int) -> tuple[int, int]:
     if depth >= _MAX_ARRAY_DEPTH:
         raise GGUFError(f"malformed GGUF: {what} nests arrays deeper than {_MAX_ARRAY_DEPTH}")
     etype = r.uint(_U32, f"{what} element type")
@@ -376,7 +277,7 @@ def _array_header(r: _Reader, what: str, depth: int) -> tuple[int, int]:
 
 
 def _read_array(
-    r: _Reader, etype: int, count: int, what: str, keep: bool, depth: int
+    r: BoundedReader, etype: int, count: int, what: str, keep: bool, depth: int
 ) -> list[object] | None:
     """Read `count` elements, or only step over them when not `keep` (then return None)."""
     if etype in _SCALARS:
@@ -397,7 +298,7 @@ def _read_array(
 
 
 def _read_metadata(
-    r: _Reader, n_kv: int, keep_arrays: bool, keep_array_max: int
+    r: BoundedReader, n_kv: int, keep_arrays: bool, keep_array_max: int
 ) -> tuple[dict[str, object], dict[str, int], dict[str, str]]:
     metadata: dict[str, object] = {}
     lengths: dict[str, int] = {}
@@ -420,7 +321,7 @@ def _read_metadata(
     return metadata, lengths, types
 
 
-def _read_tensor(r: _Reader, index: int) -> tuple[TensorInfo, int, int]:
+def _read_tensor(r: BoundedReader, index: int) -> tuple[TensorInfo, int, int]:
     """One tensor info, with its data offset and size in bytes."""
     name = r.string(f"tensor {index} name")
     n_dims = r.uint(_U32, f"dimension count of tensor {name!r}")
@@ -452,7 +353,7 @@ def _alignment(metadata: dict[str, object]) -> int:
     return value
 
 
-def _parse(r: _Reader, keep_arrays: bool, keep_array_max: int) -> GGUFInfo:
+def _parse(r: BoundedReader, keep_arrays: bool, keep_array_max: int) -> GGUFInfo:
     magic = r.unpack(struct.Struct("4s"), "magic")[0]
     if magic != _MAGIC:
         raise GGUFError(f"not a GGUF file: it starts with {magic!r}, not {_MAGIC!r}")
@@ -498,6 +399,6 @@ def read_gguf(path: Path, *, keep_arrays: bool = False, keep_array_max: int = 5)
             stream.seek(0)
             if size == 0:
                 raise GGUFError(f"not a GGUF file: {path.name} is empty")
-            return _parse(_Reader(stream, size), keep_arrays, keep_array_max)
+            return _parse(BoundedReader(stream, size), keep_arrays, keep_array_max)
     except OSError as exc:
         raise GGUFError(f"cannot read GGUF file {path.name}: {exc.strerror or exc}") from exc
