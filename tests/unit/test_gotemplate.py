@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.gotemplate import GoTemplate, Record, TemplateError, TypeList, go_float, go_printf
+from worker.gotemplate import GoTemplate, Record, TemplateError, TypeList
+from worker.gotemplate_value import go_float, go_printf
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "go-templates"
 TEMPLATES = sorted(CORPUS.glob("*.gotmpl"))
