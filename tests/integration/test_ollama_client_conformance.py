@@ -7,7 +7,6 @@ calls a tool, so they are deterministic.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,12 @@ import ollama
 import pytest
 from pydantic import BaseModel
 
-from tests.support.models import SMOL, create_from_gguf, smol_and_embed_server
+from tests.support.models import (
+    SMOL,
+    create_from_gguf,
+    fake_agent_env,
+    smol_and_embed_server,
+)
 from tests.support.oci_registry import OciRegistry, run_registry
 from tests.support.server import ServerProcess, run_server
 from tests.support.tiny_gguf import write_tiny_gguf
@@ -44,15 +48,6 @@ AGENT_TEMPLATE = """{{- if .Tools }}<|im_start|>system
 {{- end }}<|im_end|>
 {{ end }}<|im_start|>assistant
 """
-AGENT_PIECES = [
-    "<think>",
-    "Need the weather.",
-    "</think>",
-    "<tool_call>\n",
-    '{"name": "get_weather", ',
-    '"arguments": {"city": "Paris"}}',
-    "\n</tool_call>",
-]
 
 
 def get_weather(city: str) -> str:
@@ -84,13 +79,7 @@ def agent_server(
 ) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("conformance-fake")
     (root / "models").mkdir()
-    pieces = root / "pieces.json"
-    pieces.write_text(json.dumps(AGENT_PIECES))
-    env = {
-        "CORRAL_WORKER_BACKEND": "fake",
-        "CORRAL_NUM_PARALLEL": "1",
-        "CORRAL_WORKER_ARGS": f"--fake-tokens-file {pieces}",
-    }
+    env = fake_agent_env(root)
     with run_server(root / "models", env=env) as srv:
         with ollama.Client(host=srv.url) as client:
             create_from_gguf(client, "agent", tiny_gguf, template=AGENT_TEMPLATE)

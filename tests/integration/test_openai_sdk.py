@@ -24,7 +24,7 @@ import pytest
 from gguf import GGUFWriter
 from pydantic import BaseModel
 
-from tests.support.models import SMOL, smol_and_embed_server
+from tests.support.models import AGENT_PIECES, SMOL, fake_agent_env, smol_and_embed_server
 from tests.support.server import ServerProcess, run_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -64,16 +64,6 @@ Call one as <tool_call>{"name": ..., "arguments": {...}}</tool_call>.<|im_end|>
 {{- end }}<|im_end|>
 {{ end }}<|im_start|>assistant
 """
-# What the fake model says: a thought, then one tool call, in pieces that cut the JSON.
-AGENT_PIECES = [
-    "<think>",
-    "Need the weather.",
-    "</think>",
-    "<tool_call>\n",
-    '{"name": "get_weather", ',
-    '"arguments": {"city": "Paris"}}',
-    "\n</tool_call>",
-]
 PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n not really a png").decode()
 
 
@@ -122,13 +112,7 @@ def fake_server(
 ) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("openai-fake")
     (root / "models").mkdir()
-    pieces = root / "pieces.json"
-    pieces.write_text(json.dumps(AGENT_PIECES))
-    env = {
-        "CORRAL_WORKER_BACKEND": "fake",
-        "CORRAL_NUM_PARALLEL": "1",
-        "CORRAL_WORKER_ARGS": f"--fake-tokens-file {pieces}",
-    }
+    env = fake_agent_env(root)
     with run_server(root / "models", env=env) as srv:
         with ollama.Client(host=srv.url) as client:
             weights = {"tiny.gguf": client.create_blob(tiny_gguf)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,3 +33,27 @@ def smol_and_embed_server(root: Path, smollm2: Path, embed: Path) -> Iterator[Se
             create_from_gguf(client, SMOL, smollm2)
             create_from_gguf(client, "tiny-embed", embed)
         yield srv
+
+
+# What the fake backend says as an agent: a thought, then one tool call, in pieces that
+# cut the JSON (so parsing must reassemble it).
+AGENT_PIECES = [
+    "<think>",
+    "Need the weather.",
+    "</think>",
+    "<tool_call>\n",
+    '{"name": "get_weather", ',
+    '"arguments": {"city": "Paris"}}',
+    "\n</tool_call>",
+]
+
+
+def fake_agent_env(root: Path) -> dict[str, str]:
+    """Server settings for fake-backend workers that answer with AGENT_PIECES."""
+    pieces = root / "pieces.json"
+    pieces.write_text(json.dumps(AGENT_PIECES))
+    return {
+        "CORRAL_WORKER_BACKEND": "fake",
+        "CORRAL_NUM_PARALLEL": "1",
+        "CORRAL_WORKER_ARGS": f"--fake-tokens-file {pieces}",
+    }
