@@ -99,6 +99,5 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={ApiError: handle_api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
-    app.state.catalog = catalog
     app.state.corral = AppState(settings, catalog, runtime)
     return app

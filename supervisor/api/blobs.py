@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from registry.digest import parse_digest
 from registry.errors import DigestMismatch, InvalidDigest, RegistryError
 from registry.store import ModelStore
+from supervisor.api.context import app_state
 from supervisor.errors import ApiError, BadRequest
 
 
@@ -21,7 +22,7 @@ def _digest(request: Request) -> str:
 
 async def head_blob(request: Request) -> Response:
     digest = _digest(request)
-    store: ModelStore = request.app.state.catalog.store
+    store: ModelStore = app_state(request).catalog.store
     if await run_in_threadpool(store.has_blob, digest):
         return Response(status_code=200)
     return JSONResponse({"error": f'blob "{digest}" not found'}, status_code=404)
@@ -29,7 +30,7 @@ async def head_blob(request: Request) -> Response:
 
 async def upload_blob(request: Request) -> Response:
     digest = _digest(request)
-    store: ModelStore = request.app.state.catalog.store
+    store: ModelStore = app_state(request).catalog.store
     if await run_in_threadpool(store.has_blob, digest):
         # Ollama answers without storing it again; the body is still drained, or the
         # keep-alive connection would carry it into the client's next request.

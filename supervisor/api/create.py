@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from supervisor import ndjson
+from supervisor.api.context import app_state
 from supervisor.api.transfer import pull_records
 from supervisor.catalog import Catalog
 from supervisor.create import create_model
@@ -18,7 +19,7 @@ from supervisor.schemas import CreateRequest, parse_body
 
 async def create(request: Request) -> Response:
     req = await parse_body(request, CreateRequest)
-    catalog: Catalog = request.app.state.catalog
+    catalog = app_state(request).catalog
     stream = req.stream is not False
     if req.from_ and not req.modelfile:
         base = catalog.parse_name(req.from_)

@@ -16,13 +16,14 @@ from registry.modelfile import render_modelfile
 from registry.names import ModelName
 from registry.options import render_parameters
 from registry.store import StoredModel
+from supervisor.api.context import app_state
 from supervisor.catalog import Catalog, LocalModel
 from supervisor.errors import BadRequest, ModelNotFound
 from supervisor.schemas import CopyRequest, DeleteRequest, ShowRequest, parse_body, timestamp
 
 
 def _catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
+    catalog = app_state(request).catalog
     return catalog
 
 
