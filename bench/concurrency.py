@@ -22,8 +22,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 if __package__ in (None, ""):  # run as a file: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,6 +30,7 @@ from bench.common import (
     REPO,
     ModelChoice,
     Stream,
+    StreamClient,
     async_client,
     base_parser,
     corral_options,
@@ -115,7 +114,7 @@ async def burst(send: Send, clients: int, tokens: int) -> dict[str, Any]:
     }
 
 
-def corral_sender(client: httpx.AsyncClient, name: str, threads: int) -> Send:
+def corral_sender(client: StreamClient, name: str, threads: int) -> Send:
     async def send(i: int, n: int) -> Stream:
         options = corral_options(threads, n, NUM_CTX)
         body = {"model": name, "prompt": prompt(i), "raw": True, "options": options}
@@ -124,7 +123,7 @@ def corral_sender(client: httpx.AsyncClient, name: str, threads: int) -> Send:
     return send
 
 
-def llama_server_sender(client: httpx.AsyncClient) -> Send:
+def llama_server_sender(client: StreamClient) -> Send:
     async def send(i: int, n: int) -> Stream:
         body = {
             "prompt": prompt(i),

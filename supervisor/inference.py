@@ -21,7 +21,6 @@ from supervisor.keepalive import KeepAlive, KeepAliveError, parse_keep_alive
 from supervisor.placement import model_spec
 from supervisor.runtime import Runtime
 from supervisor.scheduler import ModelSpec
-from supervisor.schemas import timestamp
 from supervisor.workers import WorkerCrashed
 from worker import protocol as p
 
@@ -138,5 +137,24 @@ async def load_only(runtime: Runtime, prep: Prepared) -> float:
         return lease.load_duration_s
 
 
-def created_at() -> str:
-    return timestamp(time.time(), utc=True)
+class _UtcClock:
+    """`created_at` for every streamed record: UTC, RFC 3339 with microseconds and a Z.
+
+    It runs once per streamed token, so the date and time of day are formatted once per
+    second and only the microseconds each time (datetime's isoformat costs ~10x more).
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+
+
+created_at = _UtcClock()

@@ -24,9 +24,12 @@ NDJSON = "application/x-ndjson"
 Obj = dict[str, Any]
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(obj: Obj) -> bytes:
-    """One NDJSON line."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    """One NDJSON line (one encoder for all: json.dumps with options builds one per call)."""
+    return (_ENCODER.encode(obj) + "\n").encode()
 
 
 async def respond(

@@ -23,9 +23,11 @@ Rules of the protocol:
   because generation runs on its own thread. The supervisor also watches the process exit
   as a second, independent death signal.
 
-Encoding is msgpack of `[TAG, {field: value}]`, one message per transport frame. Decoding
-looks the tag up in a table built from the `Request` and `Reply` unions; an unknown tag, a
-missing or extra field, or a field of the wrong shape raises `ProtocolError`. Never pickle.
+Encoding is msgpack of `[TAG, {field: value}]`. A transport frame holds one message, or a
+batch: an array of one or more of those (the worker sends all the replies of one engine step
+together, so N streams cost one frame per step rather than N). Decoding looks the tag up
+in a table built from the `Request` and `Reply` unions; an unknown tag, a missing or extra
+field, or a field of the wrong shape raises `ProtocolError`. Never pickle.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -236,17 +239,43 @@ _BY_TAG: dict[str, type[Message]] = {
 
 def encode(msg: Message) -> bytes:
     """Serialize one message as msgpack `[TAG, {fields}]`."""
-    fields = {f.name: _plain(getattr(msg, f.name)) for f in dataclasses.fields(msg)}
+    fields = {name: _plain(getattr(msg, name)) for name in _names(type(msg))}
     packed: bytes = msgpack.packb([msg.TAG, fields], use_bin_type=True)
+    return packed
+
+
+def encode_batch(msgs: Sequence[Message]) -> bytes:
+    """Serialize several messages into one frame: an array of `[TAG, {fields}]`."""
+    packed: bytes = msgpack.packb(
+        [[m.TAG, {name: _plain(getattr(m, name)) for name in _names(type(m))}] for m in msgs],
+        use_bin_type=True,
+    )
     return packed
 
 
 def decode(data: bytes) -> Message:
     """Parse one message; anything that is not exactly a known message is a ProtocolError."""
+    return _message(_unpack(data))
+
+
+def decode_frame(data: bytes) -> list[Message]:
+    """Parse a frame: one message, or a batch of them, in order."""
+    obj = _unpack(data)
+    if isinstance(obj, list) and obj and all(isinstance(item, list) for item in obj):
+        return [_message(item) for item in obj]
+    if obj == []:
+        raise ProtocolError("empty batch")
+    return [_message(obj)]
+
+
+def _unpack(data: bytes) -> object:
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"not msgpack: {exc}") from exc
+
+
+def _message(obj: object) -> Message:
     if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[1], dict)):
         raise ProtocolError("expected [tag, {fields}]")
     tag, fields = obj
@@ -264,10 +293,9 @@ def _plain(value: object) -> object:
 
 def _build(cls: type[Message], fields: dict[str, object]) -> Message:
     hints = _hints(cls)
-    names = set(hints)
-    missing = names - fields.keys()
-    extra = fields.keys() - names
-    if missing or extra:
+    if fields.keys() != hints.keys():
+        missing = hints.keys() - fields.keys()
+        extra = fields.keys() - hints.keys()
         raise ProtocolError(
             f"{cls.TAG}: missing fields {sorted(missing)}, extra fields {sorted(map(str, extra))}"
         )
@@ -295,6 +323,13 @@ def _error_info(value: object) -> ErrorInfo:
 
 def _has_shape(value: object, hint: object) -> bool:
     """Check the outer type of a decoded value, and element types of list[int]/list[str]."""
+    # Plain types first: they are most fields of the per-token Chunk, and get_origin is slow.
+    if hint is str or hint is bool:
+        return isinstance(value, hint)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, float | int) and not isinstance(value, bool)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_has_shape(value, arm) for arm in typing.get_args(hint))
@@ -302,25 +337,26 @@ def _has_shape(value: object, hint: object) -> bool:
         return value in typing.get_args(hint)
     if hint is type(None):
         return value is None
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, float | int) and not isinstance(value, bool)
-    if hint in (str, bool):
-        return isinstance(value, hint)
     if origin is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(_has_shape(v, item) for v in value)
     if origin is dict:
         _, item = typing.get_args(hint)
         return isinstance(value, dict) and all(
-            isinstance(k, str) and (item is object or _has_shape(v, item))
-            for k, v in value.items()
+            isinstance(k, str) and (item is object or _has_shape(v, item)) for k, v in value.items()
         )
     return hint is object
 
 
 _HINTS: dict[type[Message], dict[str, object]] = {}
+_NAMES: dict[type[Message], tuple[str, ...]] = {}
+
+
+def _names(cls: type[Message]) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _hints(cls: type[Message]) -> dict[str, object]:

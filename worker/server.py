@@ -11,9 +11,9 @@ Threads and owners:
   engine, running queued work (new requests) between steps; otherwise it blocks on its
   queue. All running requests share each step: continuous batching.
 - The engine thread hands replies back only through `loop.call_soon_threadsafe`, one
-  list per step. The loop forwards a reply only while its request is still in `_jobs` and
-  removes the request with its terminal reply: so each request gets exactly one terminal
-  reply, whoever races.
+  list per step, and the sender ships everything queued as one frame. The loop forwards
+  a reply only while its request is still in `_jobs` and removes the request with its
+  terminal reply: so each request gets exactly one terminal reply, whoever races.
 
 A request's life: QUEUED (in `_jobs`, on the engine queue or waiting for a slot) ->
 RUNNING (claimed by the engine) -> answered.
@@ -209,7 +209,7 @@ class WorkerServer:
         self._channel = channel
         self._engine = engine
         self._jobs: dict[int, Job] = {}
-        self._outbox: asyncio.Queue[Reply | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[list[Reply] | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._stepper = Engine(backend, self._emit)
         engine.attach(self._stepper)
@@ -244,7 +244,7 @@ class WorkerServer:
             elif isinstance(msg, Cancel):
                 self._cancel(msg.id)
             elif isinstance(msg, Ping):
-                self._outbox.put_nowait(Pong(msg.seq))
+                self._outbox.put_nowait([Pong(msg.seq)])
             elif isinstance(msg, Shutdown):
                 log.info("event=shutdown reason=requested in_flight=%d", len(self._jobs))
                 return EXIT_OK
@@ -281,20 +281,34 @@ class WorkerServer:
         self._engine.stop()
 
     async def _send_loop(self) -> None:
-        while (reply := await self._outbox.get()) is not None:
-            await self._channel.send(reply)
+        """Send what the outbox holds, everything queued so far in one frame."""
+        stopping = False
+        while not stopping:
+            batch = await self._outbox.get()
+            if batch is None:
+                return
+            while not self._outbox.empty():
+                more = self._outbox.get_nowait()
+                if more is None:
+                    stopping = True
+                    break
+                batch += more
+            await self._channel.send_batch(batch)
 
     def _deliver(self, reply: JobReply) -> None:
-        """Loop: forward a reply of a tracked request; the terminal one untracks it."""
-        if reply.id not in self._jobs:
-            return  # the request was already answered (e.g. cancelled while queued)
-        if isinstance(reply, TERMINAL_REPLIES):
-            del self._jobs[reply.id]
-        self._outbox.put_nowait(reply)
+        self._deliver_all([reply])
 
     def _deliver_all(self, replies: list[JobReply]) -> None:
+        """Loop: forward the replies of tracked requests; a terminal one untracks its request."""
+        out: list[Reply] = []
         for reply in replies:
-            self._deliver(reply)
+            if reply.id not in self._jobs:
+                continue  # the request was already answered (e.g. cancelled while queued)
+            if isinstance(reply, TERMINAL_REPLIES):
+                del self._jobs[reply.id]
+            out.append(reply)
+        if out:
+            self._outbox.put_nowait(out)
 
     def _emit(self, replies: list[JobReply]) -> None:
         """Engine thread: hand one step's replies to the loop."""

@@ -1,21 +1,33 @@
-"""zmq.asyncio DEALER channel: endpoints, LINGER=0, send/recv protocol messages.
+"""A DEALER channel on the event loop: endpoints, LINGER=0, send/recv protocol messages.
 
 Both sides import this module so socket options cannot drift apart. The supervisor binds an
 `ipc://` endpoint in a private runtime directory before it spawns the worker; the worker
-connects to the endpoint it got on argv. One protocol message travels in one ZMQ frame.
+connects to the endpoint it got on argv. A frame holds one message or a batch of them
+(worker/protocol.py); `recv` hands them out one at a time.
 
-A `Channel` belongs to the event loop that created it and is not thread-safe.
+The socket is a plain (blocking-API) zmq socket driven without blocking: the loop watches
+zmq's notification descriptor with `add_reader`, and every send and receive uses NOBLOCK.
+This costs a fraction of zmq.asyncio's per-message futures, which matters because every
+streamed token crosses here. zmq's descriptor only says "something may have changed";
+the truth is `ZMQ_EVENTS`, so the rules are: receive until EAGAIN before waiting, and after
+any send re-check `ZMQ_EVENTS` for a waiting receiver (a send may have taken the
+notification that would have woken it).
+
+A `Channel` belongs to the event loop that first waits on it and is not thread-safe.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import os
 import tempfile
+from collections.abc import Sequence
+from typing import cast
 
 import zmq
-import zmq.asyncio
 
-from worker.protocol import Message, ProtocolError, decode, encode
+from worker.protocol import Message, ProtocolError, decode_frame, encode, encode_batch
 
 # Unix socket paths are limited to 108 bytes including the terminating NUL (sun_path).
 _MAX_IPC_PATH = 107
@@ -32,41 +44,105 @@ class Channel:
     """
 
     def __init__(
-        self, socket: zmq.asyncio.Socket, endpoint: str, owned: zmq.asyncio.Context | None
+        self, socket: zmq.Socket[bytes], endpoint: str, owned: zmq.Context[zmq.Socket[bytes]] | None
     ) -> None:
         self._socket = socket
         self._owned_context = owned
         self.endpoint = endpoint
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._waiters: dict[int, asyncio.Future[None]] = {}  # zmq.POLLIN / POLLOUT -> waiter
+        self._loop: asyncio.AbstractEventLoop | None = None  # set once the fd is watched
+        self._closed = False
+        self._fd = cast(int, socket.getsockopt(zmq.FD))
 
     async def send(self, msg: Message) -> None:
         """Queue one message; waits only when the peer is slower than the high-water mark."""
-        try:
-            await self._socket.send(encode(msg))
-        except zmq.ZMQError as exc:
-            raise ChannelError(f"send on {self.endpoint}: {exc}") from exc
+        await self._send_frame(encode(msg))
+
+    async def send_batch(self, msgs: Sequence[Message]) -> None:
+        """Queue several messages as one frame (one message goes as a plain frame)."""
+        await self._send_frame(encode(msgs[0]) if len(msgs) == 1 else encode_batch(msgs))
 
     async def recv(self) -> Message:
-        """Wait for the next message; ProtocolError if it is not exactly one valid frame."""
-        try:
-            frames = await self._socket.recv_multipart()
-        except zmq.ZMQError as exc:
-            raise ChannelError(f"recv on {self.endpoint}: {exc}") from exc
-        if len(frames) != 1:
-            raise ProtocolError(f"expected one frame per message, got {len(frames)}")
-        return decode(frames[0])
+        """Wait for the next message; ProtocolError if a frame is not exactly one valid frame."""
+        while not self._inbox:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                await self._wait(zmq.POLLIN)
+                continue
+            except zmq.ZMQError as exc:
+                raise ChannelError(f"recv on {self.endpoint}: {exc}") from exc
+            if len(frames) != 1:
+                raise ProtocolError(f"expected one frame per message, got {len(frames)}")
+            self._inbox.extend(decode_frame(frames[0]))
+        return self._inbox.popleft()
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; queued messages get at most `linger_ms` to leave.
 
-        With an owned context this blocks until they left or `linger_ms` passed.
+        Anyone waiting to send or receive gets ChannelError. With an owned context this
+        blocks until the queued messages left or `linger_ms` passed.
         """
-        self._socket.close(linger=linger_ms)
+        if not self._closed:
+            self._closed = True
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            for waiter in self._waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(ChannelError(f"{self.endpoint}: closed"))
+            self._socket.close(linger=linger_ms)
         if self._owned_context is not None:
             self._owned_context.term()
             self._owned_context = None
 
+    async def _send_frame(self, data: bytes) -> None:
+        while True:
+            try:
+                self._socket.send(data, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                await self._wait(zmq.POLLOUT)
+            except zmq.ZMQError as exc:
+                raise ChannelError(f"send on {self.endpoint}: {exc}") from exc
+        if self._waiters:
+            self._on_ready()
 
-def bind_channel(endpoint: str, context: zmq.asyncio.Context | None = None) -> Channel:
+    async def _wait(self, event: int) -> None:
+        """Return once `event` (POLLIN or POLLOUT) may be possible; ChannelError if closed."""
+        if self._closed:
+            raise ChannelError(f"{self.endpoint}: closed")
+        try:
+            if self._events() & event:
+                return
+        except zmq.ZMQError as exc:
+            raise ChannelError(f"{self.endpoint}: {exc}") from exc
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._fd, self._on_ready)
+        waiter = self._loop.create_future()
+        self._waiters[event] = waiter
+        try:
+            await waiter
+        finally:
+            if self._waiters.get(event) is waiter:
+                del self._waiters[event]
+
+    def _events(self) -> int:
+        return cast(int, self._socket.getsockopt(zmq.EVENTS))
+
+    def _on_ready(self) -> None:
+        """The fd fired (or a send may have consumed its notice): wake whoever can proceed."""
+        try:
+            events = self._events()
+        except zmq.ZMQError:
+            events = zmq.POLLIN | zmq.POLLOUT  # let the waiters meet the error themselves
+        for event, waiter in self._waiters.items():
+            if events & event and not waiter.done():
+                waiter.set_result(None)
+
+
+def bind_channel(endpoint: str, context: zmq.Context[zmq.Socket[bytes]] | None = None) -> Channel:
     """The supervisor's side: bind before spawning the worker.
 
     Without `context` the channel gets its own, terminated by `close`.
@@ -80,7 +156,9 @@ def bind_channel(endpoint: str, context: zmq.asyncio.Context | None = None) -> C
     return channel
 
 
-def connect_channel(endpoint: str, context: zmq.asyncio.Context | None = None) -> Channel:
+def connect_channel(
+    endpoint: str, context: zmq.Context[zmq.Socket[bytes]] | None = None
+) -> Channel:
     """The worker's side: connect to the endpoint given on argv."""
     channel = _dealer(endpoint, context)
     try:
@@ -109,8 +187,8 @@ def ipc_endpoint(runtime_dir: str, name: str) -> str:
     return f"ipc://{path}"
 
 
-def _dealer(endpoint: str, context: zmq.asyncio.Context | None) -> Channel:
-    ctx = zmq.asyncio.Context() if context is None else context
+def _dealer(endpoint: str, context: zmq.Context[zmq.Socket[bytes]] | None) -> Channel:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context() if context is None else context
     socket = ctx.socket(zmq.DEALER)
     # LINGER=0: closing never blocks process exit waiting for a peer that is gone.
     socket.setsockopt(zmq.LINGER, 0)

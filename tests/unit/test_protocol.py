@@ -30,7 +30,9 @@ from worker.protocol import (
     Tokenize,
     Tokens,
     decode,
+    decode_frame,
     encode,
+    encode_batch,
 )
 
 SAMPLES: list[Message] = [
@@ -130,3 +132,22 @@ MALFORMED: list[tuple[str, bytes]] = [
 def test_protocol_rejects_malformed(case: str, data: bytes) -> None:
     with pytest.raises(ProtocolError):
         decode(data)
+
+
+def test_protocol_batch_frame_keeps_order_and_types() -> None:
+    msgs: list[Message] = [Chunk(1, "a"), Chunk(2, "b"), Done(
+        id=1, done_reason="stop", prompt_eval_count=1, prompt_eval_duration_ns=1,
+        eval_count=1, eval_duration_ns=1, tool_calls=[], context=[],
+    )]  # fmt: skip
+    assert decode_frame(encode_batch(msgs)) == msgs
+    assert decode_frame(encode(Ping(seq=2))) == [Ping(seq=2)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_packed([]), _packed([["ping", {"seq": 1}], ["ping", {}]]), _packed([["nope", {}]])],
+    ids=["empty batch", "one bad message", "unknown tag in batch"],
+)
+def test_protocol_batch_frame_rejects_any_bad_message(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode_frame(data)
