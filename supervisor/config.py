@@ -48,6 +48,8 @@ class Settings:
     """Engine the workers run: "llama", or "fake" (canned tokens, for tests)."""
     worker_args: tuple[str, ...] = ()
     """Extra argv for every worker (the fake backend's switches, in tests)."""
+    spare_worker: bool = True
+    """Keep one worker process started ahead of need (imports done) for the next cold load."""
     gpu_env: tuple[tuple[str, str], ...] = ()
     registry_auth: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     """Basic credentials per registry host, as (host[:port], user, password); secret."""
@@ -70,6 +72,7 @@ class Settings:
             "debug": env.get("DEBUG", _bool, "true or false"),
             "worker_backend": env.get("WORKER_BACKEND", _backend, "llama or fake"),
             "worker_args": env.get("WORKER_ARGS", _args, "space-separated arguments"),
+            "spare_worker": env.get("SPARE_WORKER", _bool, "true or false"),
             "registry_auth": env.get(
                 "REGISTRY_AUTH", _registry_auth, "host=user:password,... or a file of such lines"
             ),

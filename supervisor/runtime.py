@@ -36,10 +36,14 @@ from supervisor.scheduler import (
     Stop,
     WorkerId,
 )
-from supervisor.workers import WorkerCommand, WorkerHandle, WorkerLoadError
-from worker.transport import private_runtime_dir
+from supervisor.workers import SpareWorker, WorkerCommand, WorkerHandle, WorkerLoadError
+from worker.transport import ChannelError, private_runtime_dir
 
 log = logging.getLogger(__name__)
+
+# After a spare is used, its successor starts this much later, so that the new process's
+# imports do not compete for the cores with the first tokens of the model just loaded.
+SPARE_REFILL_DELAY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +73,24 @@ class Runtime:
         self._wake = asyncio.Event()
         self._runtime_dir = private_runtime_dir()
         self._ticker: asyncio.Task[None] | None = None
+        self._spare: SpareWorker | None = None
+        self._spare_pending = False  # a spare is being started or is scheduled to be
+        self._spares = itertools.count(1)
+        self._stopping = False
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick_loop())
+        self._refill_spare(0.0)
 
     async def stop(self) -> None:
-        """Stop every worker and reap it; called from the app's lifespan."""
+        """Stop every worker and the spare and reap them; called from the app's lifespan."""
+        self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
         handles = list(self._workers.values())
-        await asyncio.gather(*(h.stop() for h in handles), return_exceptions=True)
+        spare, self._spare = self._spare, None
+        stops = [h.stop() for h in handles] + ([spare.stop()] if spare is not None else [])
+        await asyncio.gather(*stops, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         shutil.rmtree(self._runtime_dir, ignore_errors=True)
@@ -147,19 +159,63 @@ class Runtime:
         handle = WorkerHandle(action.worker_id, command, self._runtime_dir)
         handle.on_exit = self._on_exit
         self._workers[action.worker_id] = handle
-        self._background(self._load(handle))
+        self._background(self._load(handle, self._take_spare()))
 
-    async def _load(self, handle: WorkerHandle) -> None:
+    async def _load(self, handle: WorkerHandle, spare: SpareWorker | None) -> None:
         wid = WorkerId(handle.worker_id)
         try:
-            ready = await handle.start(self.settings.load_timeout_s)
+            ready = await handle.start(self.settings.load_timeout_s, spare)
         except WorkerLoadError as exc:
             log.warning("model load failed model=%s error=%s", handle.name, exc)
             self._apply(self.scheduler.on_worker_failed(wid, str(exc), time.monotonic()))
             return
+        finally:
+            if spare is not None:
+                self._refill_spare(SPARE_REFILL_DELAY_S)
         memory = max(ready.memory_bytes, _resident_bytes(ready.pid))
         log.info("model loaded model=%s pid=%s memory_bytes=%d", handle.name, ready.pid, memory)
         self._apply(self.scheduler.on_worker_ready(wid, memory, time.monotonic()))
+
+    # ---- the spare worker ----
+
+    def _spare_key(self) -> tuple[str, ...]:
+        return (self.settings.worker_backend, *self.settings.worker_args)
+
+    def _take_spare(self) -> SpareWorker | None:
+        """The spare, if one is alive and started with today's settings; it is no longer ours."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        if spare.alive and spare.key == self._spare_key():
+            return spare
+        self._background(spare.stop())
+        self._refill_spare(0.0)
+        return None
+
+    def _refill_spare(self, delay_s: float) -> None:
+        """Start a spare after `delay_s` unless one exists, is coming, or spares are off."""
+        if not self.settings.spare_worker or self._spare_pending or self._spare is not None:
+            return
+        self._spare_pending = True
+        self._background(self._start_spare(delay_s))
+
+    async def _start_spare(self, delay_s: float) -> None:
+        try:
+            await asyncio.sleep(delay_s)
+            if self._stopping or self._spare is not None:
+                return
+            name = f"spare{next(self._spares)}"
+            spare = await SpareWorker.spawn(
+                self._runtime_dir, name, self.settings.worker_backend, self.settings.worker_args
+            )
+            if self._stopping:
+                await spare.stop()
+                return
+            self._spare = spare
+        except (OSError, ChannelError) as exc:  # the next cold load spawns as before
+            log.warning("spare worker not started error=%s", exc)
+        finally:
+            self._spare_pending = False
 
     def _stop(self, action: Stop) -> None:
         handle = self._workers.get(action.worker_id)

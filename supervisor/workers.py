@@ -6,9 +6,9 @@ Lifecycle (owned by the event loop; not thread-safe):
         \\--LoadFailed / exit / load timeout: start() raises WorkerLoadError --> EXITED
 
 - `start()` in STARTING: spawns `python -m worker` in a new session (its own process
-  group), waits for Ready. Anything else (LoadFailed, the process exiting, the timeout,
-  a protocol version mismatch) stops the process and raises WorkerLoadError whose message
-  quotes the last lines the worker wrote to stderr.
+  group), or adopts a `SpareWorker` by sending it Load, and waits for Ready. Anything
+  else (LoadFailed, the process exiting, the timeout, a protocol version mismatch) stops
+  the process and raises WorkerLoadError whose message quotes the worker's last stderr.
 - `request(msg)` in READY: sends the message and yields every reply for its id up to the
   terminal one. Leaving early (the client went away) sends Cancel. If the process dies
   first, it raises WorkerCrashed naming the model and quoting stderr.
@@ -77,6 +77,8 @@ class WorkerCommand:
             "worker",
             "--endpoint",
             endpoint,
+            "--supervisor-pid",
+            str(os.getpid()),
             "--model",
             self.model_path,
             "--model-name",
@@ -98,6 +100,76 @@ class WorkerCommand:
         if self.embedding:
             args.append("--embedding")
         return args + list(self.extra_args)
+
+    def load_message(self) -> p.Load:
+        """What a spare worker gets instead of the model part of `argv`."""
+        return p.Load(
+            model_path=self.model_path,
+            model_name=self.model_name,
+            num_ctx=self.num_ctx,
+            num_parallel=self.num_parallel,
+            num_batch=self.num_batch,
+            num_gpu=self.num_gpu,
+            num_thread=self.num_thread,
+            use_mmap=self.use_mmap,
+            embedding=self.embedding,
+        )
+
+
+class SpareWorker:
+    """A `python -m worker --spare` started ahead of need: interpreter up, backend imported.
+
+    `WorkerHandle.start(spare=...)` adopts it (sends Load) instead of spawning a process, so
+    a cold model skips the worker's start-up. Until adopted nothing reads from it; `stop()`
+    ends it (Shutdown, then the process group is killed) and always reaps.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, channel: Channel, key: tuple[str, ...]):
+        self.proc = proc
+        self.channel = channel
+        self.key = key  # (backend, *extra_args): a spare serves only workers started alike
+
+    @classmethod
+    async def spawn(
+        cls, runtime_dir: str, name: str, backend: str, extra_args: tuple[str, ...]
+    ) -> SpareWorker:
+        channel = bind_channel(ipc_endpoint(runtime_dir, name))
+        argv = [sys.executable, "-m", "worker", "--spare", "--endpoint", channel.endpoint,
+                "--supervisor-pid", str(os.getpid()), "--backend", backend,
+                *extra_args]  # fmt: skip
+        try:
+            proc = await _spawn(argv)
+        except BaseException:
+            channel.close()
+            raise
+        log.info("spare worker started pid=%d", proc.pid)
+        return cls(proc, channel, (backend, *extra_args))
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    async def stop(self) -> None:
+        if self.alive:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.channel.send(p.Shutdown()), 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 2.0)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        await self.proc.wait()
+        self.channel.close()
+
+
+async def _spawn(argv: list[str]) -> asyncio.subprocess.Process:
+    """Start a worker process in its own session (process group), stderr piped to us."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 class WorkerHandle:
@@ -131,21 +203,23 @@ class WorkerHandle:
     def stderr_tail(self) -> str:
         return "\n".join(self._tail)
 
-    async def start(self, load_timeout_s: float) -> p.Ready:
-        self._channel = bind_channel(self._endpoint)
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.command.argv(self._endpoint),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        log.info("worker starting model=%s pid=%d", self.name, self._proc.pid)
+    async def start(self, load_timeout_s: float, spare: SpareWorker | None = None) -> p.Ready:
+        """Spawn the worker, or adopt `spare` (a live one), and wait for its handshake."""
+        if spare is not None:
+            self._channel, self._proc = spare.channel, spare.proc
+        else:
+            self._channel = bind_channel(self._endpoint)
+            self._proc = await _spawn(self.command.argv(self._endpoint))
+        how = "adopting spare" if spare is not None else "starting"
+        log.info("worker %s model=%s pid=%d", how, self.name, self._proc.pid)
         self._tasks = [
             asyncio.create_task(self._read_stderr()),
             asyncio.create_task(self._read_replies()),
             asyncio.create_task(self._watch_exit()),
         ]
+        if spare is not None:
+            with contextlib.suppress(ChannelError):  # a dead spare shows as an exit below
+                await self._channel.send(self.command.load_message())
         timeout = None if load_timeout_s == float("inf") else load_timeout_s
         try:
             first = await asyncio.wait_for(self._handshake.get(), timeout)

@@ -2,9 +2,14 @@
 
 The worker is configured entirely by argv (no environment reads), so a test can build it:
 
-    python -m worker --endpoint ipc://... --model PATH --backend {llama,fake} --model-name NAME
-        --num-ctx N --num-parallel N --num-batch N --num-gpu N --num-thread N
-        [--use-mmap/--no-mmap] [--embedding]
+    python -m worker --endpoint ipc://... [--supervisor-pid N] --model PATH
+        --backend {llama,fake} --model-name NAME --num-ctx N --num-parallel N
+        --num-batch N --num-gpu N --num-thread N [--use-mmap/--no-mmap] [--embedding]
+    python -m worker --spare --endpoint ipc://... --backend {llama,fake}
+
+A spare worker imports its backend (llama-cpp-python's import alone is 100-180 ms), connects,
+and waits for one `Load` message carrying what the model options above carry; from there it
+is an ordinary worker. The supervisor keeps one ready so a cold model skips that start-up.
         [--fake-tokens a,b,c | --fake-tokens-file PIECES.json] [--fake-delay-ms N]
         [--fake-crash {load,load-error,stream}] [--fake-crash-after N]
         [--fake-hang [{load,stream}]] [--fake-ignore-sigterm]
@@ -22,13 +27,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 
-from worker.backend import Backend, FakeSwitches, LoadOptions, load_backend
-from worker.protocol import EXIT_PROTOCOL_ERROR
-from worker.server import serve
-from worker.transport import ChannelError, connect_channel
+from worker.backend import FakeSwitches, LoadOptions, load_backend, preload_backend
+from worker.protocol import EXIT_OK, EXIT_PROTOCOL_ERROR, Load, Message, Shutdown
+from worker.server import parent_gone, serve
+from worker.transport import Channel, ChannelError, connect_channel
 
 log = logging.getLogger("worker")
 
@@ -43,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m worker", description="Serve one model to the corral supervisor."
     )
     parser.add_argument("--endpoint", required=True, help="ipc:// endpoint bound by the supervisor")
-    parser.add_argument("--model", required=True, help="path of the GGUF file")
+    parser.add_argument(
+        "--supervisor-pid", type=int, default=0, help="exit at once if this is not our parent"
+    )
+    parser.add_argument("--model", help="path of the GGUF file (required unless --spare)")
+    parser.add_argument(
+        "--spare", action="store_true", help="start ahead of need; the model comes in a Load"
+    )
     parser.add_argument("--backend", choices=("llama", "fake"), default="llama")
     parser.add_argument("--model-name", default="", help="display name (default: the path)")
     parser.add_argument("--num-ctx", type=int, default=4096)
@@ -107,39 +118,85 @@ def die_with_parent() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parent_pid = os.getppid()  # first thing: the supervisor may die while we start
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.spare and not args.model:
+        parser.error("--model is required (unless --spare)")
+    # The supervisor may die while we start (imports take a while): compare with the pid it
+    # gave us, since by now we may already have been re-parented.
+    parent_pid = args.supervisor_pid or os.getppid()
     die_with_parent()
     if os.getppid() != parent_pid:
         return EXIT_PROTOCOL_ERROR  # the supervisor died before the death signal was armed
-    args = build_parser().parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s %(message)s"
     )
-    options = load_options(args)
     fake = fake_switches(args)
     if fake is not None and fake.ignore_sigterm:
         # Here and not in the fake backend: only the main thread may change signal handling.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    log.info(
-        "event=start backend=%s model=%s num_ctx=%d num_parallel=%d num_gpu=%d",
-        args.backend, options.model_name, options.num_ctx, options.num_parallel, options.num_gpu,
-    )
-    load = partial(load_backend, args.backend, options, fake)
     try:
-        return asyncio.run(_serve(args.endpoint, options, load, parent_pid))
+        return asyncio.run(_serve(args, fake, parent_pid))
     except ChannelError as exc:
         log.error("event=fatal reason=channel error=%r", str(exc))
         return EXIT_PROTOCOL_ERROR
 
 
-async def _serve(
-    endpoint: str, options: LoadOptions, load: Callable[[], Backend], parent_pid: int
-) -> int:
-    channel = connect_channel(endpoint)
+async def _serve(args: argparse.Namespace, fake: FakeSwitches | None, parent_pid: int) -> int:
+    channel = connect_channel(args.endpoint)
     try:
+        if args.spare:
+            preload_backend(args.backend)
+            log.info("event=spare_ready backend=%s", args.backend)
+            load_msg = await _await_load(channel, parent_pid)
+            if load_msg is None:
+                return EXIT_OK
+            if not isinstance(load_msg, Load):
+                log.error("event=protocol_error message=%r", f"spare got {load_msg.TAG}")
+                return EXIT_PROTOCOL_ERROR
+            options = options_from_load(load_msg)
+        else:
+            options = load_options(args)
+        log.info(
+            "event=start backend=%s model=%s num_ctx=%d num_parallel=%d num_gpu=%d spare=%s",
+            args.backend, options.model_name, options.num_ctx, options.num_parallel,
+            options.num_gpu, args.spare,
+        )  # fmt: skip
+        load = partial(load_backend, args.backend, options, fake)
         return await serve(channel, options, load, parent_pid)
     finally:
         channel.close(linger_ms=FINAL_LINGER_MS)
+
+
+async def _await_load(channel: Channel, parent_pid: int) -> Message | None:
+    """A spare's first message; None when told to shut down or the supervisor died first."""
+    receiving = asyncio.ensure_future(channel.recv())
+    parent = asyncio.ensure_future(parent_gone(parent_pid))
+    try:
+        await asyncio.wait({receiving, parent}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        parent.cancel()
+        if not receiving.done():
+            receiving.cancel()
+    if not receiving.done() or receiving.cancelled():
+        log.warning("event=parent_gone phase=spare action=exit")
+        return None
+    msg = receiving.result()
+    return None if isinstance(msg, Shutdown) else msg
+
+
+def options_from_load(msg: Load) -> LoadOptions:
+    return LoadOptions(
+        model_path=msg.model_path,
+        model_name=msg.model_name or msg.model_path,
+        num_ctx=msg.num_ctx,
+        num_parallel=msg.num_parallel,
+        num_batch=msg.num_batch,
+        num_gpu=msg.num_gpu,
+        num_thread=msg.num_thread,
+        use_mmap=msg.use_mmap,
+        embedding=msg.embedding,
+    )
 
 
 if __name__ == "__main__":

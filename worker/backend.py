@@ -235,6 +235,16 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def preload_backend(name: str) -> None:
+    """Import what loading with backend `name` needs (a spare worker, ahead of its model)."""
+    if name == "llama":
+        importlib.import_module("worker.llama_backend")
+    elif name == "fake":
+        importlib.import_module("worker.fake_backend")
+    else:
+        raise ValueError(f"unknown backend {name!r} (expected llama or fake)")
+
+
 def load_backend(name: str, options: LoadOptions, fake: FakeSwitches | None) -> Backend:
     """Load the model with the named backend ("llama" or "fake"). Engine thread only."""
     if name == "fake":

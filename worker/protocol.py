@@ -2,8 +2,10 @@
 
 Rules of the protocol:
 
-- **One model per worker for life.** The model path and the load options arrive on argv;
-  there is no LoadModel message. A request that needs other load options gets a new worker
+- **One model per worker for life.** The model path and the load options arrive on argv,
+  or, for a spare worker (started ahead of need with `--spare`, its imports done), in one
+  `Load` message, the only message a spare accepts and only before its handshake. Either
+  way a worker loads once: a request that needs other load options gets a new worker
   (Ollama's needsReload), which keeps the worker's state machine trivial.
 - **Handshake.** The worker connects and sends exactly one `Ready` (protocol version, pid,
   model, context size, parallel slots, memory). If loading fails it sends `LoadFailed`
@@ -138,6 +140,22 @@ class Shutdown:
     TAG: ClassVar[str] = "shutdown"
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A spare worker's one model: what argv carries for any other (worker/__main__.py)."""
+
+    TAG: ClassVar[str] = "load"
+    model_path: str  # GGUF file
+    model_name: str  # display name, echoed in Ready
+    num_ctx: int  # context per sequence, tokens
+    num_parallel: int  # slots
+    num_batch: int  # most tokens per decode call
+    num_gpu: int  # layers to offload; -1 auto, 0 CPU only
+    num_thread: int  # CPU threads; 0 lets the engine pick
+    use_mmap: bool
+    embedding: bool
+
+
 # ---- replies (worker -> supervisor) ----
 
 
@@ -226,7 +244,7 @@ class Pong:
     seq: int  # the Ping's seq
 
 
-Request = Generate | Embed | Tokenize | Cancel | Ping | Shutdown
+Request = Generate | Embed | Tokenize | Cancel | Ping | Shutdown | Load
 Reply = Ready | LoadFailed | Chunk | Done | Failed | Pong | Embeddings | Tokens
 Message = Request | Reply
 

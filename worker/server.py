@@ -151,7 +151,7 @@ async def serve(
     """
     engine = EngineThread()
     engine.start()
-    parent = asyncio.create_task(_parent_gone(parent_pid), name="parent-watch")
+    parent = asyncio.create_task(parent_gone(parent_pid), name="parent-watch")
     try:
         started = time.perf_counter()
         loading = asyncio.ensure_future(engine.call(load))
@@ -318,7 +318,7 @@ class WorkerServer:
             log.warning("event=reply_dropped count=%d reason=loop_closed", len(replies))
 
 
-async def _parent_gone(parent_pid: int) -> None:
+async def parent_gone(parent_pid: int) -> None:
     """Return once the supervisor has died (we were re-parented), so no worker outlives it."""
     while os.getppid() == parent_pid:
         await asyncio.sleep(PARENT_POLL_S)

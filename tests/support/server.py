@@ -43,6 +43,9 @@ def run_server(
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "OLLAMA_"))}
     full_env.update({"CORRAL_HOST": f"127.0.0.1:{port}", "CORRAL_MODELS": str(models_dir)})
+    # Tests that count or kill worker processes expect no spare beside them; the spare's
+    # own tests (test_spare_worker.py) turn it on.
+    full_env["CORRAL_SPARE_WORKER"] = "0"
     full_env.update(env or {})
     log_path = models_dir.parent / f"server-{port}.log"
     with open(log_path, "wb") as log_file:

@@ -18,6 +18,7 @@ from worker.protocol import (
     ErrorInfo,
     Failed,
     Generate,
+    Load,
     LoadFailed,
     Message,
     Ping,
@@ -57,6 +58,10 @@ SAMPLES: list[Message] = [
     Cancel(id=1),
     Ping(seq=7),
     Shutdown(),
+    Load(
+        model_path="/m.gguf", model_name="m:latest", num_ctx=2048, num_parallel=2,
+        num_batch=512, num_gpu=-1, num_thread=0, use_mmap=True, embedding=False,
+    ),
     Ready(
         protocol_version=PROTOCOL_VERSION, pid=42, model="m", n_ctx=2048, n_parallel=2,
         memory_bytes=1 << 30,
