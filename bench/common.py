@@ -347,16 +347,33 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
 
 
 async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncIterator[bytes]:
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        while size := int((await reader.readline()).split(b";")[0], 16):
-            yield await reader.readexactly(size)
-            await reader.readexactly(2)  # the CRLF after each chunk
+    """The body's bytes as they arrive: one read per network segment, chunking undone."""
+    if headers.get("transfer-encoding", "").lower() != "chunked":
+        size = int(headers.get("content-length", -1))
+        while size != 0 and (data := await reader.read(65536 if size < 0 else size)):
+            size -= len(data) if size > 0 else 0
+            yield data
         return
-    if "content-length" in headers:
-        yield await reader.readexactly(int(headers["content-length"]))
-        return
-    while data := await reader.read(65536):
-        yield data
+    buffer = b""
+    while True:
+        # Take every complete chunk in the buffer: "<hex size>[;ext]\r\n<data>\r\n".
+        out = []
+        while (eol := buffer.find(b"\r\n")) >= 0:
+            size = int(buffer[:eol].split(b";")[0], 16)
+            if size == 0:
+                if out:
+                    yield b"".join(out)
+                return
+            if len(buffer) < eol + 2 + size + 2:
+                break
+            out.append(buffer[eol + 2 : eol + 2 + size])
+            buffer = buffer[eol + 2 + size + 2 :]
+        if out:
+            yield b"".join(out)
+        data = await reader.read(65536)
+        if not data:
+            raise RuntimeError("connection closed inside a chunked body")
+        buffer += data
 
 
 async def stream_corral(client: StreamClient, path: str, body: dict[str, Any]) -> Stream:
