@@ -35,6 +35,7 @@ from bench.common import (
     median,
     resolve_model,
     scratch_dir,
+    settle,
     stream_corral,
 )
 
@@ -114,6 +115,7 @@ async def _sessions(url: str, model: str, threads: int, tokens: int, repeat: int
             "options": corral_options(threads, 2, NUM_CTX),
         }
         await stream_corral(client, "/api/chat", warm)  # loads the model
+        await settle()
         return [await session(client, model, threads, tokens, i) for i in range(repeat)]
 
 

@@ -241,6 +241,16 @@ def idle_cpu_percent(pid: int, seconds: float = 1.0) -> float:
     return (total() - before) / seconds * 100
 
 
+# After a cold load corral starts a new spare worker (1 s later; its imports take about half
+# a second of one core). Benchmarks wait this long after their warm-up, so that background
+# start never lands inside a measurement.
+SPARE_SETTLE_S = 2.5
+
+
+async def settle() -> None:
+    await asyncio.sleep(SPARE_SETTLE_S)
+
+
 def corral_options(threads: int, tokens: int, num_ctx: int, **more: Any) -> dict[str, Any]:
     """Request options every corral benchmark sends: greedy, fixed length, fixed threads."""
     return {

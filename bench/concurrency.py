@@ -43,6 +43,7 @@ from bench.common import (
     median,
     resolve_model,
     scratch_dir,
+    settle,
     stop_process,
     stream_corral,
     stream_llama_server,
@@ -145,6 +146,7 @@ async def alternate(
     would slow the other), then burst them in turn, so load that drifts hits both."""
     for send, _pid in senders.values():
         await burst(send, clients, 4)  # loads the model, touches every slot
+    await settle()
     idle = {key: idle_cpu_percent(pid) for key, (_send, pid) in senders.items()}
     done: dict[str, list[dict[str, Any]]] = {key: [] for key in senders}
     for _ in range(repeat):

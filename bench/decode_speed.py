@@ -40,6 +40,7 @@ from bench.common import (
     median,
     resolve_model,
     scratch_dir,
+    settle,
     stream_corral,
 )
 
@@ -191,6 +192,7 @@ async def _interleaved(
     out: dict[str, list[Any]] = {"corral": [], **{k: [] for k in engines}}
     async with async_client(url) as client:
         await stream_corral(client, "/api/generate", warm)
+        await settle()
         for engine in engines.values():
             engine.generate(PROMPT, 8)
         for _ in range(repeat):

@@ -35,6 +35,7 @@ from bench.common import (
     median,
     resolve_model,
     scratch_dir,
+    settle,
     stream_corral,
 )
 from bench.decode_speed import EngineProcess
@@ -76,6 +77,8 @@ async def _interleaved(
             inproc.append(engine.generate(text, tokens))
             body = {"model": model, "prompt": text, "raw": True, "options": options}
             corral.append(await stream_corral(client, "/api/generate", body))
+            if len(corral) == 1:
+                await settle()  # after the warm-up, which loaded the model
     return inproc[1:], corral[1:]
 
 
