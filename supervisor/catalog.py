@@ -11,6 +11,7 @@ from typing import Any
 
 from registry import manifest as mf
 from registry.errors import GGUFError, InvalidName, RegistryError
+from registry.errors import ModelNotFound as StoreModelNotFound
 from registry.gguf import GGUFInfo, format_parameter_count, read_gguf
 from registry.names import ModelName
 from registry.store import ModelStore, StoredModel
@@ -19,6 +20,7 @@ from worker.capability import capabilities
 
 log = logging.getLogger(__name__)
 
+LOADED_CACHE_SIZE = 64  # models kept read; past that the cache starts over
 SMALL_BLOB_MAX = 16 * 1024 * 1024
 """Cap on text/JSON layers (template, system, params, messages, license, config)."""
 
@@ -80,6 +82,10 @@ class Catalog:
 
     def __init__(self, store: ModelStore) -> None:
         self.store = store
+        # Inference reads a model on every request. Its layers are content-addressed blobs
+        # named by the manifest, so a LocalModel stays right for as long as the manifest
+        # does: keyed by the manifest's name, bytes' digest and mtime.
+        self._loaded: dict[tuple[ModelName, str, float], LocalModel] = {}
 
     @staticmethod
     def parse_name(text: str) -> ModelName:
@@ -89,15 +95,24 @@ class Catalog:
             raise BadRequest("invalid model name") from exc
 
     def find(self, name: ModelName) -> StoredModel | None:
-        resolved = self.store.resolve(name)
-        return self.store.get(resolved) if resolved else None
+        try:
+            return self.store.get(name)
+        except StoreModelNotFound:
+            return None
 
     def load(self, stored: StoredModel) -> LocalModel:
         """Read a stored model's layers; a corrupt layer is an ApiError, never a crash."""
+        key = (stored.name, stored.digest_hex, stored.modified_at)
+        if (local := self._loaded.get(key)) is not None:
+            return local
         try:
-            return self._load(stored)
+            local = self._load(stored)
         except RegistryError as exc:
             raise ApiError(f"model {stored.name.display_shortest()} is unreadable: {exc}") from exc
+        if len(self._loaded) >= LOADED_CACHE_SIZE:
+            self._loaded.clear()
+        self._loaded[key] = local
+        return local
 
     def _load(self, stored: StoredModel) -> LocalModel:
         m = stored.manifest
