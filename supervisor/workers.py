@@ -30,6 +30,8 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import psutil
+
 from worker import protocol as p
 from worker.transport import Channel, ChannelError, bind_channel, ipc_endpoint
 
@@ -147,7 +149,13 @@ class SpareWorker:
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None
+        """Running; a spare that died but is not reaped yet (a zombie) counts as dead."""
+        if self.proc.returncode is not None:
+            return False
+        try:
+            return psutil.Process(self.proc.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     async def stop(self) -> None:
         if self.alive:

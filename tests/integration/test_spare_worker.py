@@ -23,8 +23,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def _spares(server: ServerProcess) -> list[psutil.Process]:
-    children = psutil.Process(server.proc.pid).children(recursive=True)
-    return [c for c in children if "--spare" in c.cmdline() and c.status() != "zombie"]
+    """Live spare-started worker processes (an adopted spare keeps `--spare` in its argv)."""
+    found = []
+    for child in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "--spare" in child.cmdline():
+                found.append(child)
+        except psutil.Error:  # it exited while we looked
+            continue
+    return found
 
 
 def _wait_for(predicate: object, timeout_s: float = 30.0) -> None:
