@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
 import logging
 import os
@@ -104,18 +105,8 @@ class WorkerCommand:
         return args + list(self.extra_args)
 
     def load_message(self) -> p.Load:
-        """What a spare worker gets instead of the model part of `argv`."""
-        return p.Load(
-            model_path=self.model_path,
-            model_name=self.model_name,
-            num_ctx=self.num_ctx,
-            num_parallel=self.num_parallel,
-            num_batch=self.num_batch,
-            num_gpu=self.num_gpu,
-            num_thread=self.num_thread,
-            use_mmap=self.use_mmap,
-            embedding=self.embedding,
-        )
+        """What a spare worker gets instead of the model part of `argv` (same field names)."""
+        return p.Load(**{f.name: getattr(self, f.name) for f in dataclasses.fields(p.Load)})
 
 
 class SpareWorker:

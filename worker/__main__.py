@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -186,17 +187,9 @@ async def _await_load(channel: Channel, parent_pid: int) -> Message | None:
 
 
 def options_from_load(msg: Load) -> LoadOptions:
-    return LoadOptions(
-        model_path=msg.model_path,
-        model_name=msg.model_name or msg.model_path,
-        num_ctx=msg.num_ctx,
-        num_parallel=msg.num_parallel,
-        num_batch=msg.num_batch,
-        num_gpu=msg.num_gpu,
-        num_thread=msg.num_thread,
-        use_mmap=msg.use_mmap,
-        embedding=msg.embedding,
-    )
+    """The Load message carries LoadOptions' fields, by the same names."""
+    fields = {f.name: getattr(msg, f.name) for f in dataclasses.fields(LoadOptions)}
+    return dataclasses.replace(LoadOptions(**fields), model_name=msg.model_name or msg.model_path)
 
 
 if __name__ == "__main__":

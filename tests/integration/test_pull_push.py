@@ -17,8 +17,7 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -37,7 +36,7 @@ from registry.store import ModelStore
 from registry.transfer import TransferPolicy
 from tests.support.models import create_from_gguf
 from tests.support.oci_registry import OciRegistry, TcpGate, run_registry
-from tests.support.server import ServerProcess, run_server
+from tests.support.server import ServerProcess, run_server, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -169,14 +168,6 @@ def _sidecar_completed(path: Path) -> int:
     return sum(done for _, _, done in doc["parts"])
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling OS facts: files the server writes, sockets it closes
-
-
 @contextlib.contextmanager
 def _pulling(server: ServerProcess, name: str, completed: int) -> Iterator[None]:
     """A streamed pull, read until a line reports ``completed`` bytes, open until the block
@@ -210,7 +201,7 @@ def test_pull_cut_off_by_a_kill_or_a_disconnect_resumes(
         # 1. The server is killed mid-download, its pull still streaming.
         gate.hold_after(20 * MiB)
         with run_server(models, env=FAKE) as server, _pulling(server, name, 8 * MiB):
-            _wait_for(lambda: _sidecar_completed(sidecar) >= 8 * MiB, "the saved state")
+            wait_for(lambda: _sidecar_completed(sidecar) >= 8 * MiB, "the saved state", 60)
             server.proc.kill()
             server.proc.wait()
         killed_at = _sidecar_completed(sidecar)
@@ -222,9 +213,11 @@ def test_pull_cut_off_by_a_kill_or_a_disconnect_resumes(
         with run_server(models, env=FAKE) as server:
             with _pulling(server, name, killed_at + 4 * MiB):
                 pass
-            _wait_for(lambda: gate.connections == 0, "the server to drop its downloads")
+            wait_for(lambda: gate.connections == 0, "the server to drop its downloads", 60)
             # The cancelled download saves its state as it unwinds, just after the sockets close.
-            _wait_for(lambda: _sidecar_completed(sidecar) >= killed_at + 4 * MiB, "the saved state")
+            wait_for(
+                lambda: _sidecar_completed(sidecar) >= killed_at + 4 * MiB, "the saved state", 60
+            )
             left_at = _sidecar_completed(sidecar)
 
             # 3. The next pull fetches only what is missing.

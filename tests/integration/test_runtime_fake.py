@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tests.support.models import create_from_gguf
-from tests.support.server import ServerProcess, run_server
+from tests.support.server import ServerProcess, run_server, wait_for
 from tests.support.tiny_gguf import write_tiny_gguf
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -25,16 +25,6 @@ SLOW = "--fake-delay-ms 50 --fake-tokens " + ",".join(f"t{i}" for i in range(400
 def _workers(server: ServerProcess) -> list[psutil.Process]:
     children = psutil.Process(server.proc.pid).children(recursive=True)
     return [c for c in children if "worker" in c.cmdline()]
-
-
-def _wait_for(predicate: object, timeout_s: float = 30.0) -> None:
-    """Poll an OS-level fact (processes, the server's view of them) until it holds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -75,8 +65,8 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(fake_server: ServerProce
         assert len(_workers(fake_server)) == 1
         unloaded = client.generate(model="tiny", prompt="", keep_alive=0)
         assert unloaded.done_reason == "unload"
-        _wait_for(lambda: not _workers(fake_server))
-        _wait_for(lambda: client.ps().models == [])
+        wait_for(lambda: not _workers(fake_server))
+        wait_for(lambda: client.ps().models == [])
 
 
 @pytest.mark.worker_args("--fake-delay-ms 100")
@@ -96,8 +86,8 @@ def test_two_models_each_in_its_own_process(fake_server: ServerProcess, tmp_path
         }
         for _ in stream:
             pass
-        _wait_for(lambda: [m.model for m in client.ps().models] == ["tiny:latest"])
-        _wait_for(lambda: len(_workers(fake_server)) == 1)
+        wait_for(lambda: [m.model for m in client.ps().models] == ["tiny:latest"])
+        wait_for(lambda: len(_workers(fake_server)) == 1)
 
 
 @pytest.mark.worker_args(SLOW)
@@ -159,7 +149,9 @@ def test_killed_supervisor_leaves_no_worker_behind(fake_server: ServerProcess) -
     (worker,) = _workers(fake_server)
     fake_server.proc.send_signal(signal.SIGKILL)
     fake_server.proc.wait()
-    _wait_for(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 20)
+    wait_for(
+        lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, timeout_s=20
+    )
 
 
 @pytest.mark.parametrize(
@@ -268,4 +260,4 @@ def test_load_timeout_kills_a_hung_worker(models_dir: Path, tiny_gguf: Path) -> 
             timeout=60,
         )
         assert answer.status_code == 500 and "timed out after 2s loading" in answer.json()["error"]
-        _wait_for(lambda: not _workers(srv))
+        wait_for(lambda: not _workers(srv))

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.support.models import create_from_gguf
-from tests.support.server import ServerProcess, run_server
+from tests.support.server import ServerProcess, run_server, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -34,18 +34,8 @@ def _spares(server: ServerProcess) -> list[psutil.Process]:
     return found
 
 
-def _wait_for(predicate: object, timeout_s: float = 30.0) -> None:
-    """Poll an OS-level fact (processes, the server's log) until it holds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def _one_spare(server: ServerProcess) -> psutil.Process:
-    _wait_for(lambda: len(_spares(server)) == 1)
+    wait_for(lambda: len(_spares(server)) == 1)
     (spare,) = _spares(server)
     return spare
 
@@ -78,18 +68,18 @@ def test_a_cold_load_adopts_the_spare_and_a_new_spare_follows(
     assert "worker starting model=" not in log
     assert "event=start backend=fake model=tiny:latest" in log and "spare=True" in log
     # The adopted process is now tiny's worker; a fresh spare replaces it.
-    _wait_for(lambda: [p.pid for p in _spares(spare_server)] not in ([], [first.pid]))
+    wait_for(lambda: [p.pid for p in _spares(spare_server)] not in ([], [first.pid]))
     assert first.is_running()
     with ollama.Client(host=spare_server.url) as client:
         assert [m.model for m in client.ps().models] == ["tiny:latest"]
         client.generate(model="tiny", prompt="", keep_alive=0)
-    _wait_for(lambda: not first.is_running() or first.status() == psutil.STATUS_ZOMBIE)
+    wait_for(lambda: not first.is_running() or first.status() == psutil.STATUS_ZOMBIE)
 
 
 def test_a_dead_spare_is_never_used(spare_server: ServerProcess) -> None:
     spare = _one_spare(spare_server)
     spare.send_signal(signal.SIGKILL)
-    _wait_for(lambda: not _spares(spare_server))
+    wait_for(lambda: not _spares(spare_server))
     assert _generate(spare_server) == "Hello, world! café"
     assert "worker starting model=tiny:latest" in spare_server.log()
     assert "worker adopting spare" not in spare_server.log()
@@ -99,14 +89,14 @@ def test_the_spare_goes_with_the_supervisor(spare_server: ServerProcess) -> None
     spare = _one_spare(spare_server)
     spare_server.proc.send_signal(signal.SIGKILL)
     spare_server.proc.wait()
-    _wait_for(lambda: not spare.is_running() or spare.status() == psutil.STATUS_ZOMBIE, 20)
+    wait_for(lambda: not spare.is_running() or spare.status() == psutil.STATUS_ZOMBIE, timeout_s=20)
 
 
 def test_a_stopping_supervisor_stops_its_spare(spare_server: ServerProcess) -> None:
     spare = _one_spare(spare_server)
     spare_server.proc.send_signal(signal.SIGTERM)
     assert spare_server.proc.wait(timeout=20) == 0
-    _wait_for(lambda: not spare.is_running() or spare.status() == psutil.STATUS_ZOMBIE, 20)
+    wait_for(lambda: not spare.is_running() or spare.status() == psutil.STATUS_ZOMBIE, timeout_s=20)
 
 
 @pytest.mark.parametrize("setting", ["0", "false"])

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +82,14 @@ def _wait_ready(server: ServerProcess, startup_s: float) -> None:
             pass
         time.sleep(0.05)  # polling an OS fact (a socket accepting), not our own state
     raise RuntimeError(f"server did not answer within {startup_s}s:\n{server.log()}")
+
+
+def wait_for(
+    condition: Callable[[], object], what: str = "condition", timeout_s: float = 30
+) -> None:
+    """Poll an OS-level fact (processes, files, the server's log) until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
