@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import psutil
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -30,6 +31,7 @@ from supervisor.api.context import AppState
 from supervisor.catalog import Catalog
 from supervisor.config import Settings
 from supervisor.errors import ApiError, handle_api_error
+from supervisor.guard import RequestGuard
 from supervisor.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -94,8 +96,10 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await runtime.stop()
 
+    guard = Middleware(RequestGuard, bind_host=settings.host.host, origins=settings.origins)
     app = Starlette(
         routes=routes(),
+        middleware=[guard],
         exception_handlers={ApiError: handle_api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -133,3 +133,33 @@ def test_errors_after_the_first_byte_end_the_stream_in_band(fake_server: ServerP
     events = [e for e in rest.split(b"\n\n") if e]
     last = json.loads(events[-1].removeprefix(b"data: "))
     assert last["error"]["type"] == "api_error" and "tiny:latest" in last["error"]["message"]
+
+
+def test_a_rebound_host_name_is_refused_and_local_names_pass(fake_server: ServerProcess) -> None:
+    # DNS rebinding: a page on evil.example whose name now points at 127.0.0.1.
+    refused = httpx.get(fake_server.url + "/api/tags", headers={"Host": "evil.example"})
+    assert refused.status_code == 403 and refused.content == b""
+    port = fake_server.url.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"corral.localhost:{port}", f"127.0.0.1:{port}"):
+        assert httpx.get(fake_server.url + "/api/tags", headers={"Host": host}).status_code == 200
+
+
+def test_cors_marks_an_allowed_origins_stream_and_refuses_others(
+    fake_server: ServerProcess,
+) -> None:
+    body = {"model": "tiny", "prompt": "x", "options": ONE}
+    allowed = {"Origin": "http://localhost:5173"}
+    with httpx.stream("POST", fake_server.url + "/api/generate", json=body, headers=allowed) as r:
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "http://localhost:5173"
+        assert r.headers["content-type"] == "application/x-ndjson"
+        assert json.loads(r.read().splitlines()[-1])["done"] is True
+    evil = {"Origin": "https://evil.example"}
+    refused = httpx.post(fake_server.url + "/api/generate", json=body, headers=evil)
+    assert refused.status_code == 403 and refused.content == b""
+    preflight = httpx.options(
+        fake_server.url + "/api/chat",
+        headers={**allowed, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204
+    assert "content-type" in preflight.headers["access-control-allow-headers"].lower()
