@@ -31,7 +31,7 @@ from worker.backend import (
     StopReason,
 )
 from worker.protocol import ErrorCode, ErrorInfo
-from worker.sampling import GrammarError, build_sampler
+from worker.sampling import Candidates, GrammarError, SlotSampler, build_sampler
 from worker.slots import BatchEntry, SlotDemand, plan_batch, reusable_prefix
 
 __all__ = ["SlotDecoder", "TokenBatch"]
@@ -122,7 +122,7 @@ class _Slot:
         self.pending: Tokens = _NO_TOKENS
         self.offset = 0
         self.last = 0
-        self.sampler: llama_cpp.llama_sampler_p | None = None
+        self.sampler: SlotSampler | None = None
         self.produced = 0  # tokens sampled in this generation
         self.num_predict = -1
 
@@ -158,6 +158,7 @@ class SlotDecoder:
         self._memory = llama_cpp.llama_get_memory(ctx)  # None: encoder-only model
         self._slot_ctx = slot_ctx
         self._n_vocab: int = llama_cpp.llama_vocab_n_tokens(vocab)
+        self._candidates = Candidates(ctx, self._n_vocab)
         self._slots = [_Slot() for _ in range(n_slots)]
         self.batch = TokenBatch(n_batch, n_slots, slot_ctx)
         self._piece_buf = ctypes.create_string_buffer(64)
@@ -189,7 +190,7 @@ class SlotDecoder:
     def release(self, slot: int) -> None:
         state = self._slots[slot]
         if state.sampler is not None:
-            llama_cpp.llama_sampler_free(state.sampler)
+            state.sampler.free()
         state.sampler = None
         state.pending, state.offset = _NO_TOKENS, 0
 
@@ -290,7 +291,8 @@ class SlotDecoder:
 
     def _sample(self, slot: int, row: int, events: list[SlotEvent]) -> None:
         state = self._slots[slot]
-        token: int = llama_cpp.llama_sampler_sample(state.sampler, self._ctx, row)
+        assert state.sampler is not None  # a slot is sampled only while it runs
+        token = self._candidates.sample(state.sampler, row)
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self.release(slot)
             events.append(Ended(slot, StopReason.STOP))
