@@ -143,7 +143,7 @@ async def _pull(
     unused = old - set(manifest.digests())
     if prune and unused:  # 6
         yield Progress("removing unused layers")
-        await asyncio.to_thread(_remove_unreferenced, store, unused)
+        await asyncio.to_thread(store.remove_unreferenced, unused)
     logger.info("model_pulled name=%s blobs=%d", name, len(manifest.digests()))
     yield Progress("success")  # 7
 
@@ -176,14 +176,3 @@ def _digests_of(store: ModelStore, name: ModelName) -> set[str]:
     except RegistryError:
         return set()
 
-
-def _remove_unreferenced(store: ModelStore, candidates: set[str]) -> None:
-    """Delete the candidates no readable manifest references (Ollama's deleteUnusedLayers)."""
-    in_use = {d for model in store.list_models() for d in model.manifest.digests()}
-    for digest in sorted(candidates - in_use):
-        try:
-            store.blob_path(digest).unlink(missing_ok=True)
-        except OSError as exc:
-            logger.warning("blob_remove_failed digest=%s reason=%s", digest, exc.strerror)
-            continue
-        logger.info("blob_removed digest=%s", digest)

@@ -15,11 +15,11 @@ Invariants:
   only by atomic replace after every blob it references exists.
 - Lookups ignore case and keep the stored spelling (Ollama's ``getExistingName``).
 
-Thread safety: one lock serialises ``write_manifest``, ``copy``, ``delete``, ``prune`` and
-``fix_blob_names``. Blob writers and reads run unlocked: a blob appears atomically, and a
-fresh blob is inside prune's grace period. ``delete`` may remove a blob that a concurrent
-create has just reused; that create's ``write_manifest`` then fails with ``BlobNotFound``
-rather than storing a manifest with a hole.
+Thread safety: one lock serialises ``write_manifest``, ``copy``, ``delete``, ``prune``,
+``remove_unreferenced`` and ``fix_blob_names``. Blob writers and reads run unlocked: a blob
+appears atomically, and a fresh blob is inside prune's grace period. ``delete`` may remove a
+blob that a concurrent create has just reused; that create's ``write_manifest`` then fails
+with ``BlobNotFound`` rather than storing a manifest with a hole.
 """
 
 from __future__ import annotations
@@ -253,6 +253,27 @@ class ModelStore:
                     continue
                 logger.info("blob_removed digest=%s", digest)
         logger.info("model_deleted name=%s", found)
+
+    def remove_unreferenced(self, candidates: set[str]) -> list[str]:
+        """Delete the candidate blobs no manifest references (after a pull replaced layers).
+
+        Under the store's lock, so a manifest written meanwhile by create or copy is seen;
+        an unreadable manifest keeps every digest its bytes mention. Returns the digests no
+        longer stored (removed now, or already gone).
+        """
+        removed: list[str] = []
+        with self._lock:
+            in_use = self._referenced_digests(strict=False)
+            assert in_use is not None
+            for digest in sorted(candidates - in_use):
+                try:
+                    self.blob_path(digest).unlink(missing_ok=True)
+                except OSError as exc:
+                    logger.warning("blob_remove_failed digest=%s reason=%s", digest, exc.strerror)
+                    continue
+                logger.info("blob_removed digest=%s", digest)
+                removed.append(digest)
+        return removed
 
     # -- maintenance -----------------------------------------------------------------------
 

@@ -615,3 +615,17 @@ def test_store_concurrent_writes_and_deletes(store: ModelStore) -> None:
             future.result()
     assert len(store.list_models()) == 12
     assert store.has_blob(sha256_digest(b"shared"))
+
+
+def test_store_remove_unreferenced_keeps_what_any_manifest_mentions(store: ModelStore) -> None:
+    _make_model(store, "used", b"kept")
+    kept = store.write_blob_bytes(b"kept")[0]
+    mentioned = store.write_blob_bytes(b"named by a broken manifest")[0]
+    dropped = store.write_blob_bytes(b"replaced layer")[0]
+    corrupt = store.manifests_dir / "registry.ollama.ai" / "library" / "bad" / "latest"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b'{"layers": [{"digest": "' + mentioned.encode() + b'"')
+    # Young blobs too: this is the pull's own clean-up, not the start-up prune's grace rule.
+    assert store.remove_unreferenced({kept, mentioned, dropped}) == [dropped]
+    assert store.has_blob(kept) and store.has_blob(mentioned) and not store.has_blob(dropped)
+    assert store.remove_unreferenced({dropped}) == [dropped]  # already gone: no error
