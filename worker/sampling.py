@@ -9,8 +9,9 @@ stage walks the candidate list once per token.
 
 One stage is ours: the repetition penalties (`Penalties`). llama.cpp's penalties sampler
 looks every one of the n_vocab candidates up in a hash map per token (~0.18 ms for a 49k
-vocabulary here, per slot per step, and Ollama's defaults turn it on), while only the at
-most repeat_last_n tokens of its window can change. `Penalties` keeps the same window and
+vocabulary here, per slot per step, whenever a request or a Modelfile sets repeat_penalty,
+frequency_penalty or presence_penalty), while only the at most repeat_last_n tokens of its
+window can change. `Penalties` keeps the same window and
 counts and changes exactly those logits, with llama.cpp's float32 arithmetic, before the
 chain runs; the grammar's masking does not depend on that order.
 """
