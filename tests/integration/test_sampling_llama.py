@@ -73,7 +73,7 @@ def _llama_penalised(context: Context, row: int, history: list[int], *args: floa
 @pytest.mark.parametrize(
     "args",
     [(8, 1.1, 0.0, 0.0), (8, 1.3, 0.25, 0.5), (64, 0.9, 0.1, 0.0)],
-    ids=["ollama-defaults", "all-three", "reward-repeats"],
+    ids=["repeat-only", "all-three", "reward-repeats"],
 )
 def test_penalties_match_llama_cpps_sampler(context: Context, args: tuple[float, ...]) -> None:
     # More tokens than the window, with repeats, so eviction and counts both matter.
