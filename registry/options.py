@@ -36,6 +36,8 @@ OPTION_KINDS: Mapping[str, Kind] = MappingProxyType(
         "main_gpu": "int",
         "use_mmap": "bool",
         "num_thread": "int",
+        # Speculative decoding's draft length: accepted, unused (corral loads no draft model).
+        "draft_num_predict": "int",
         # corral's own: parallel request slots of one model's worker.
         "num_parallel": "int",
         # Predict options.
@@ -57,7 +59,16 @@ OPTION_KINDS: Mapping[str, Kind] = MappingProxyType(
 
 # Changing one of these means a new worker: they are fixed when the model is loaded.
 RUNNER_OPTIONS: frozenset[str] = frozenset(
-    {"num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread", "num_parallel"}
+    {
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "use_mmap",
+        "num_thread",
+        "draft_num_predict",
+        "num_parallel",
+    }
 )
 
 # Ollama warns about these in a Modelfile and ignores them in API options.

@@ -33,7 +33,10 @@ def runner_options(
     merged["num_ctx"] = min(ctx, train) if train else ctx  # Ollama clamps to n_ctx_train
     if local.gguf is not None and local.gguf.is_embedding:
         merged["num_parallel"] = 1  # Ollama forces 1 slot for embedding models
+    # Accepted as Ollama accepts them, but nothing in a worker uses them (one device, no
+    # draft model), so they must not make a reload either.
     merged.pop("main_gpu", None)
+    merged.pop("draft_num_predict", None)
     return merged
 
 

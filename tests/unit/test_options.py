@@ -34,6 +34,7 @@ from registry.options import (
         ("main_gpu", "int"),
         ("use_mmap", "bool"),
         ("num_thread", "int"),
+        ("draft_num_predict", "int"),
         ("num_parallel", "int"),
         ("num_keep", "int"),
         ("seed", "int"),
@@ -66,6 +67,7 @@ def test_runner_options_are_the_load_time_set() -> None:
         "main_gpu",
         "use_mmap",
         "num_thread",
+        "draft_num_predict",
         "num_parallel",
     }
     assert RUNNER_OPTIONS <= OPTION_KINDS.keys()
@@ -393,3 +395,9 @@ def test_go_value_prints_like_percent_v(value: object, text: str) -> None:
 )
 def test_go_syntax_quotes_only_strings(value: object, text: str) -> None:
     assert go_syntax(value) == text
+
+
+def test_a_modelfile_may_name_draft_num_predict() -> None:
+    # Ollama's newer runner option: a Modelfile carrying it must still create.
+    assert format_params({"draft_num_predict": ["4"]}) == ({"draft_num_predict": 4}, [])
+    assert validate_options({"draft_num_predict": 2}) == {"draft_num_predict": 2}

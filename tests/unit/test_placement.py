@@ -59,3 +59,14 @@ def test_placement_explicit_parallel(
     spec = model_spec(_local(tmp_path, params), options, Settings(num_parallel=setting), lambda: 0)
     assert spec.num_parallel == slots
     assert dict(spec.runner_options)["num_parallel"] == slots
+
+
+def test_placement_unused_runner_options_never_force_a_reload(tmp_path: Path) -> None:
+    # Ollama accepts main_gpu and draft_num_predict; corral's workers use neither, so a
+    # request that sets them must reuse the loaded worker (the same spec).
+    local = _local(tmp_path, {"draft_num_predict": 4})
+    plain = model_spec(local, {}, Settings(num_parallel=1), lambda: 0)
+    other = model_spec(local, {"draft_num_predict": 8, "main_gpu": 1}, Settings(num_parallel=1),
+                       lambda: 0)  # fmt: skip
+    assert plain == other
+    assert "draft_num_predict" not in dict(plain.runner_options)
