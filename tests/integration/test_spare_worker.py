@@ -106,3 +106,27 @@ def test_the_spare_can_be_turned_off(models_dir: Path, setting: str) -> None:
         time.sleep(0.5)
         assert not _spares(srv)
         assert httpx.get(srv.url + "/api/version", timeout=10).status_code == 200
+
+
+def test_a_spare_that_fails_its_load_reports_like_any_worker(
+    models_dir: Path, tiny_gguf: Path
+) -> None:
+    env = {
+        "CORRAL_WORKER_BACKEND": "fake",
+        "CORRAL_SPARE_WORKER": "1",
+        "CORRAL_WORKER_ARGS": "--fake-crash load",
+    }
+    with run_server(models_dir, env=env) as srv:
+        with ollama.Client(host=srv.url) as client:
+            create_from_gguf(client, "tiny", tiny_gguf)
+        _one_spare(srv)
+        answer = httpx.post(
+            srv.url + "/api/generate",
+            json={"model": "tiny", "prompt": "x", "stream": False},
+            timeout=60,
+        )
+        assert answer.status_code == 500
+        error = answer.json()["error"]
+        assert "tiny:latest" in error and "crashing during load" in error
+        assert "worker adopting spare model=tiny:latest" in srv.log()
+        assert httpx.get(srv.url + "/api/tags", timeout=10).status_code == 200
