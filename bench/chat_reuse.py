@@ -25,16 +25,16 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 
 from bench.common import (
     ModelChoice,
-    async_client,
+    StreamClient,
     base_parser,
     corral_options,
     corral_server,
-    emit,
     fmt,
     machine,
     median,
     resolve_model,
     scratch_dir,
+    script_main,
     settle,
     stream_corral,
 )
@@ -108,7 +108,7 @@ async def session(client: Any, model: str, threads: int, tokens: int, index: int
 
 
 async def _sessions(url: str, model: str, threads: int, tokens: int, repeat: int) -> list[Any]:
-    async with async_client(url) as client:
+    async with StreamClient(url) as client:
         warm = {
             "model": model,
             "messages": [{"role": "user", "content": "Hello"}],
@@ -183,11 +183,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return measure(resolve_model(args.model), args.threads, args.tokens, args.repeat, args.parallel)
 
 
-def main(argv: list[str] | None = None) -> int:
-    result = run(parser().parse_args(argv))
-    emit(result, HEADERS, rows(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(sys.modules[__name__]))

@@ -34,16 +34,16 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 from bench.common import (
     Corral,
     ModelChoice,
-    async_client,
+    StreamClient,
     base_parser,
     corral_options,
     corral_server,
-    emit,
     fmt,
     machine,
     median,
     resolve_model,
     scratch_dir,
+    script_main,
     stream_corral,
 )
 from bench.decode_speed import isolated
@@ -83,7 +83,7 @@ def corral_cold(server: Corral, name: str, threads: int) -> dict[str, float]:
     }
 
     async def go() -> Any:
-        async with async_client(server.url) as client:
+        async with StreamClient(server.url) as client:
             return await stream_corral(client, "/api/generate", body)
 
     stream = asyncio.run(go())
@@ -155,19 +155,12 @@ HEADERS = [
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = base_parser(__doc__.splitlines()[0], tokens=1, repeat=5)
-    return parser
+    return base_parser(__doc__.splitlines()[0], tokens=1, repeat=5)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     return measure(resolve_model(args.model), args.threads, args.repeat)
 
 
-def main(argv: list[str] | None = None) -> int:
-    result = run(parser().parse_args(argv))
-    emit(result, HEADERS, rows(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(sys.modules[__name__]))

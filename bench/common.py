@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -432,10 +433,6 @@ async def stream_llama_server(client: StreamClient, body: dict[str, Any]) -> Str
     return out
 
 
-def async_client(url: str) -> StreamClient:
-    return StreamClient(url)
-
-
 # ---- output ----
 
 
@@ -458,6 +455,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(out)
+
+
+def script_main(script: ModuleType, argv: list[str] | None = None) -> int:
+    """A benchmark script's `python -m bench.<name>`: its `parser`, `run`, then `emit`
+    with its `HEADERS` and `rows` (the same four names `run_all` uses)."""
+    result = script.run(script.parser().parse_args(argv))
+    emit(result, script.HEADERS, script.rows(result))
+    return 0
 
 
 def emit(result: Mapping[str, Any], headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

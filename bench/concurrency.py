@@ -31,11 +31,9 @@ from bench.common import (
     ModelChoice,
     Stream,
     StreamClient,
-    async_client,
     base_parser,
     corral_options,
     corral_server,
-    emit,
     fmt,
     free_port,
     idle_cpu_percent,
@@ -43,6 +41,7 @@ from bench.common import (
     median,
     resolve_model,
     scratch_dir,
+    script_main,
     settle,
     stop_process,
     stream_corral,
@@ -173,7 +172,7 @@ def measure_point(
         name = server.import_model(model)
 
         async def go() -> dict[str, dict[str, Any]]:
-            async with async_client(ls_url) as ls, async_client(server.url) as co:
+            async with StreamClient(ls_url) as ls, StreamClient(server.url) as co:
                 senders = {
                     "llama_server": (llama_server_sender(ls), ls_pid),
                     "corral": (corral_sender(co, name, threads), server.proc.pid),
@@ -256,11 +255,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    result = run(parser().parse_args(argv))
-    emit(result, HEADERS, rows(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(sys.modules[__name__]))

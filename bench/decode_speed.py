@@ -29,17 +29,17 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 
 from bench.common import (
     ModelChoice,
-    async_client,
+    StreamClient,
     base_parser,
     corral_options,
     corral_server,
-    emit,
     fmt,
     idle_cpu_percent,
     machine,
     median,
     resolve_model,
     scratch_dir,
+    script_main,
     settle,
     stream_corral,
 )
@@ -190,7 +190,7 @@ async def _interleaved(
     body = {"model": model, "prompt": PROMPT, "raw": True, "options": options}
     warm = {**body, "options": {**options, "num_predict": 8}}
     out: dict[str, list[Any]] = {"corral": [], **{k: [] for k in engines}}
-    async with async_client(url) as client:
+    async with StreamClient(url) as client:
         await stream_corral(client, "/api/generate", warm)
         await settle()
         for engine in engines.values():
@@ -270,19 +270,12 @@ HEADERS = [
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = base_parser(__doc__.splitlines()[0], tokens=128, repeat=5)
-    return parser
+    return base_parser(__doc__.splitlines()[0], tokens=128, repeat=5)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     return measure(resolve_model(args.model), args.threads, args.tokens, args.repeat)
 
 
-def main(argv: list[str] | None = None) -> int:
-    result = run(parser().parse_args(argv))
-    emit(result, HEADERS, rows(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(sys.modules[__name__]))

@@ -24,17 +24,17 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 from bench.common import (
     ModelChoice,
     Stream,
-    async_client,
+    StreamClient,
     base_parser,
     corral_options,
     corral_server,
-    emit,
     fmt,
     idle_cpu_percent,
     machine,
     median,
     resolve_model,
     scratch_dir,
+    script_main,
     settle,
     stream_corral,
 )
@@ -72,7 +72,7 @@ async def _interleaved(
     """Both sides get each prompt in turn; the first prompt is a warm-up on both."""
     options = corral_options(threads, tokens, NUM_CTX)
     inproc, corral = [], []
-    async with async_client(url) as client:
+    async with StreamClient(url) as client:
         for text in texts:
             inproc.append(engine.generate(text, tokens))
             body = {"model": model, "prompt": text, "raw": True, "options": options}
@@ -149,19 +149,12 @@ HEADERS = [
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = base_parser(__doc__.splitlines()[0], tokens=4, repeat=9)
-    return parser
+    return base_parser(__doc__.splitlines()[0], tokens=4, repeat=9)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     return measure(resolve_model(args.model), args.threads, args.tokens, args.repeat)
 
 
-def main(argv: list[str] | None = None) -> int:
-    result = run(parser().parse_args(argv))
-    emit(result, HEADERS, rows(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(sys.modules[__name__]))

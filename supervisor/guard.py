@@ -130,6 +130,7 @@ class RequestGuard:
         self.app = app
         self.check_host = is_loopback_bind(bind_host)
         self.origins = (*origins, *DEFAULT_ORIGINS)
+        self.allow_all = "*" in self.origins
         self.hostname = socket.gethostname()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,7 +165,7 @@ class RequestGuard:
         await self.app(scope, receive, send)
 
     def _allow_origin(self, origin: str) -> bytes:
-        return b"*" if "*" in self.origins else origin.encode("latin-1")
+        return b"*" if self.allow_all else origin.encode("latin-1")
 
     def _preflight_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
         return [

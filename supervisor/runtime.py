@@ -178,15 +178,13 @@ class Runtime:
 
     # ---- the spare worker ----
 
-    def _spare_key(self) -> tuple[str, ...]:
-        return (self.settings.worker_backend, *self.settings.worker_args)
-
     def _take_spare(self) -> SpareWorker | None:
-        """The spare, if one is alive and started with today's settings; it is no longer ours."""
+        """The spare, if one is alive (it is no longer ours); settings never change, so any
+        spare was started for the same backend and worker arguments as this load."""
         spare, self._spare = self._spare, None
         if spare is None:
             return None
-        if spare.alive and spare.key == self._spare_key():
+        if spare.alive:
             return spare
         self._background(spare.stop())
         self._refill_spare(0.0)

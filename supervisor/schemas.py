@@ -7,7 +7,7 @@ the field (Ollama answers 500 with Go's decoder text there).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -94,10 +94,9 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         raise BadRequest(f'invalid value for field "{where}": expected {expected}') from exc
 
 
-def timestamp(epoch_s: float, utc: bool = False) -> str:
-    """RFC 3339 with sub-second digits: local time with offset, or UTC with a Z."""
-    if utc:
-        return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
+def timestamp(epoch_s: float) -> str:
+    """RFC 3339 local time with sub-second digits and offset (streamed records use
+    `inference.created_at`, UTC)."""
     return datetime.fromtimestamp(epoch_s).astimezone().isoformat()
 
 

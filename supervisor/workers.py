@@ -117,10 +117,9 @@ class SpareWorker:
     ends it (Shutdown, then the process group is killed) and always reaps.
     """
 
-    def __init__(self, proc: asyncio.subprocess.Process, channel: Channel, key: tuple[str, ...]):
+    def __init__(self, proc: asyncio.subprocess.Process, channel: Channel) -> None:
         self.proc = proc
         self.channel = channel
-        self.key = key  # (backend, *extra_args): a spare serves only workers started alike
 
     @classmethod
     async def spawn(
@@ -136,7 +135,7 @@ class SpareWorker:
             channel.close()
             raise
         log.info("spare worker started pid=%d", proc.pid)
-        return cls(proc, channel, (backend, *extra_args))
+        return cls(proc, channel)
 
     @property
     def alive(self) -> bool:
