@@ -41,12 +41,17 @@ def _one_spare(server: ServerProcess) -> psutil.Process:
 
 
 @pytest.fixture
-def spare_server(models_dir: Path, tiny_gguf: Path) -> Iterator[ServerProcess]:
+def spare_server(
+    models_dir: Path, tiny_gguf: Path, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
     env = {
         "CORRAL_WORKER_BACKEND": "fake",
         "CORRAL_NUM_PARALLEL": "1",
         "CORRAL_SPARE_WORKER": "1",
     }
+    marker = request.node.get_closest_marker("worker_args")
+    if marker is not None:
+        env["CORRAL_WORKER_ARGS"] = marker.args[0]
     with run_server(models_dir, env=env) as srv:
         with ollama.Client(host=srv.url) as client:
             create_from_gguf(client, "tiny", tiny_gguf)
@@ -109,25 +114,18 @@ def test_the_spare_can_be_turned_off(models_dir: Path, setting: str) -> None:
         assert httpx.get(srv.url + "/api/version", timeout=10).status_code == 200
 
 
+@pytest.mark.worker_args("--fake-crash load")
 def test_a_spare_that_fails_its_load_reports_like_any_worker(
-    models_dir: Path, tiny_gguf: Path
+    spare_server: ServerProcess,
 ) -> None:
-    env = {
-        "CORRAL_WORKER_BACKEND": "fake",
-        "CORRAL_SPARE_WORKER": "1",
-        "CORRAL_WORKER_ARGS": "--fake-crash load",
-    }
-    with run_server(models_dir, env=env) as srv:
-        with ollama.Client(host=srv.url) as client:
-            create_from_gguf(client, "tiny", tiny_gguf)
-        _one_spare(srv)
-        answer = httpx.post(
-            srv.url + "/api/generate",
-            json={"model": "tiny", "prompt": "x", "stream": False},
-            timeout=60,
-        )
-        assert answer.status_code == 500
-        error = answer.json()["error"]
-        assert "tiny:latest" in error and "crashing during load" in error
-        assert "worker adopting spare model=tiny:latest" in srv.log()
-        assert httpx.get(srv.url + "/api/tags", timeout=10).status_code == 200
+    _one_spare(spare_server)
+    answer = httpx.post(
+        spare_server.url + "/api/generate",
+        json={"model": "tiny", "prompt": "x", "stream": False},
+        timeout=60,
+    )
+    assert answer.status_code == 500
+    error = answer.json()["error"]
+    assert "tiny:latest" in error and "crashing during load" in error
+    assert "worker adopting spare model=tiny:latest" in spare_server.log()
+    assert httpx.get(spare_server.url + "/api/tags", timeout=10).status_code == 200
