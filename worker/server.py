@@ -10,10 +10,12 @@ Threads and owners:
   "one thread for llama.cpp"). While a request runs or waits for a slot it steps the
   engine, running queued work (new requests) between steps; otherwise it blocks on its
   queue. All running requests share each step: continuous batching.
-- The engine thread hands replies back only through `loop.call_soon_threadsafe`, one
-  list per step, and the sender ships everything queued as one frame. The loop forwards
-  a reply only while its request is still in `_jobs` and removes the request with its
-  terminal reply: so each request gets exactly one terminal reply, whoever races.
+- The engine thread sends each step's replies itself, as one frame (`Channel.post`: the
+  socket is shared under a lock and the send never blocks), so a streamed token never
+  waits for the loop. It tells the loop which requests it has answered, and the loop
+  forgets them. Each request gets exactly one terminal reply because the loop answers
+  only requests the engine never claimed (`Job.start` and `Job.cancel` decide under a
+  lock) and the engine answers only those it claimed.
 
 A request's life: QUEUED (in `_jobs`, on the engine queue or waiting for a slot) ->
 RUNNING (claimed by the engine) -> answered.
@@ -52,11 +54,10 @@ from worker.protocol import (
     Pong,
     ProtocolError,
     Ready,
-    Reply,
     Shutdown,
     Tokenize,
 )
-from worker.transport import Channel
+from worker.transport import Channel, ChannelError
 
 log = logging.getLogger(__name__)
 
@@ -209,27 +210,25 @@ class WorkerServer:
         self._channel = channel
         self._engine = engine
         self._jobs: dict[int, Job] = {}
-        self._outbox: asyncio.Queue[list[Reply] | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._stepper = Engine(backend, self._emit)
         engine.attach(self._stepper)
 
     async def run(self, parent: asyncio.Task[None]) -> int:
         """Serve until Shutdown, a protocol error, or `parent` (the supervisor's death)."""
-        sender = asyncio.create_task(self._send_loop(), name="sender")
         receiver = asyncio.create_task(self._receive_loop(), name="receiver")
         try:
-            await asyncio.wait({receiver, parent, sender}, return_when=asyncio.FIRST_COMPLETED)
-            if sender.done():
-                sender.result()  # a send failure (the socket is gone) ends the worker here
+            await asyncio.wait({receiver, parent}, return_when=asyncio.FIRST_COMPLETED)
             code = receiver.result() if receiver.done() else EXIT_OK
             if parent.done():
                 log.warning("event=parent_gone action=shutdown")
         finally:
             receiver.cancel()
         await self._stop_engine()
-        self._outbox.put_nowait(None)
-        await sender
+        try:
+            await asyncio.wait_for(self._channel.drain(), CLOSE_TIMEOUT_S)
+        except TimeoutError:  # the supervisor stopped reading: what is left is dropped
+            log.error("event=drain_timeout timeout_s=%s", CLOSE_TIMEOUT_S)
         return code
 
     async def _receive_loop(self) -> int:
@@ -244,7 +243,7 @@ class WorkerServer:
             elif isinstance(msg, Cancel):
                 self._cancel(msg.id)
             elif isinstance(msg, Ping):
-                self._outbox.put_nowait([Pong(msg.seq)])
+                self._channel.post([Pong(msg.seq)])
             elif isinstance(msg, Shutdown):
                 log.info("event=shutdown reason=requested in_flight=%d", len(self._jobs))
                 return EXIT_OK
@@ -267,7 +266,8 @@ class WorkerServer:
             return  # already answered: Cancel gets no reply of its own
         if job.cancel():
             log.info("event=cancel id=%d state=queued", request_id)
-            self._deliver(cancelled(request_id))
+            del self._jobs[request_id]
+            self._channel.post([cancelled(request_id)])
         else:
             log.info("event=cancel id=%d state=running", request_id)
 
@@ -280,42 +280,23 @@ class WorkerServer:
             log.error("event=close_timeout timeout_s=%s", CLOSE_TIMEOUT_S)
         self._engine.stop()
 
-    async def _send_loop(self) -> None:
-        """Send what the outbox holds, everything queued so far in one frame."""
-        stopping = False
-        while not stopping:
-            batch = await self._outbox.get()
-            if batch is None:
-                return
-            while not self._outbox.empty():
-                more = self._outbox.get_nowait()
-                if more is None:
-                    stopping = True
-                    break
-                batch += more
-            await self._channel.send_batch(batch)
-
-    def _deliver(self, reply: JobReply) -> None:
-        self._deliver_all([reply])
-
-    def _deliver_all(self, replies: list[JobReply]) -> None:
-        """Loop: forward the replies of tracked requests; a terminal one untracks its request."""
-        out: list[Reply] = []
-        for reply in replies:
-            if reply.id not in self._jobs:
-                continue  # the request was already answered (e.g. cancelled while queued)
-            if isinstance(reply, TERMINAL_REPLIES):
-                del self._jobs[reply.id]
-            out.append(reply)
-        if out:
-            self._outbox.put_nowait(out)
+    def _forget(self, request_ids: list[int]) -> None:
+        """Loop: the engine has sent these requests' terminal replies."""
+        for request_id in request_ids:
+            self._jobs.pop(request_id, None)
 
     def _emit(self, replies: list[JobReply]) -> None:
-        """Engine thread: hand one step's replies to the loop."""
+        """Engine thread: send one step's replies, then let the loop forget finished requests."""
         try:
-            self._loop.call_soon_threadsafe(self._deliver_all, replies)
-        except RuntimeError:  # the loop is closed: the worker is exiting
-            log.warning("event=reply_dropped count=%d reason=loop_closed", len(replies))
+            self._channel.post(replies)
+        except ChannelError as exc:  # the socket is gone: the worker is exiting
+            log.warning("event=reply_dropped count=%d reason=%r", len(replies), str(exc))
+        ended = [r.id for r in replies if isinstance(r, TERMINAL_REPLIES)]
+        if ended:
+            try:
+                self._loop.call_soon_threadsafe(self._forget, ended)
+            except RuntimeError:  # the loop is closed: the worker is exiting
+                pass
 
 
 async def parent_gone(parent_pid: int) -> None:

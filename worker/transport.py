@@ -13,7 +13,15 @@ the truth is `ZMQ_EVENTS`, so the rules are: receive until EAGAIN before waiting
 any send re-check `ZMQ_EVENTS` for a waiting receiver (a send may have taken the
 notification that would have woken it).
 
-A `Channel` belongs to the event loop that first waits on it and is not thread-safe.
+Sending: `post` queues a frame from any thread and never blocks; it goes out at once
+unless earlier frames still wait for the peer (past zmq's high-water mark), in which case
+it joins them and a task on the loop sends them in order. So the worker's engine thread
+hands each step's replies straight to zmq without waking the event loop. One lock covers
+every socket call, the backlog and the waiters, which makes sharing the socket between
+the loop and one other thread safe (zmq sockets need a full memory barrier between users).
+`send` and `send_batch` post and then wait for the backlog to drain.
+
+Receiving and everything else belong to the event loop that first uses the channel.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import asyncio
 import collections
 import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import zmq
@@ -50,24 +59,65 @@ class Channel:
         self._owned_context = owned
         self.endpoint = endpoint
         self._inbox: collections.deque[Message] = collections.deque()
+        self._lock = threading.Lock()  # the socket, _backlog and _waiters
+        self._backlog: collections.deque[bytes] = collections.deque()  # frames not yet sent
+        self._flusher: asyncio.Task[None] | None = None
+        self._failure: ChannelError | None = None  # a send failed: the channel is unusable
         self._waiters: dict[int, asyncio.Future[None]] = {}  # zmq.POLLIN / POLLOUT -> waiter
         self._loop: asyncio.AbstractEventLoop | None = None  # set once the fd is watched
+        self._loop_thread = 0
         self._closed = False
         self._fd = cast(int, socket.getsockopt(zmq.FD))
 
+    def post(self, msgs: Sequence[Message]) -> None:
+        """Any thread: send `msgs` as one frame now, or after the frames still waiting.
+
+        Never blocks. ChannelError once the channel is closed or a send has failed.
+        """
+        frame = encode(msgs[0]) if len(msgs) == 1 else encode_batch(msgs)
+        with self._lock:
+            if self._failure is not None or self._closed:
+                raise self._failure or ChannelError(f"{self.endpoint}: closed")
+            if not self._backlog and self._try_send(frame):
+                due = self._due_waiters()
+            else:
+                self._backlog.append(frame)
+                due = len(self._backlog) == 1  # the flusher starts with the first frame
+        if due:
+            self._call_on_loop(self._kick)
+
     async def send(self, msg: Message) -> None:
-        """Queue one message; waits only when the peer is slower than the high-water mark."""
-        await self._send_frame(encode(msg))
+        """Send one message; waits only when the peer is slower than the high-water mark."""
+        await self.send_batch([msg])
 
     async def send_batch(self, msgs: Sequence[Message]) -> None:
-        """Queue several messages as one frame (one message goes as a plain frame)."""
-        await self._send_frame(encode(msgs[0]) if len(msgs) == 1 else encode_batch(msgs))
+        """Send several messages as one frame (one message goes as a plain frame)."""
+        self._watch()
+        self.post(msgs)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until every posted frame has left; ChannelError if one could not."""
+        self._watch()
+        while self._failure is None:
+            if self._flusher is None:
+                if not self._backlog:
+                    return
+                self._kick()  # posted from another thread, and its kick is still queued
+                if self._flusher is None:
+                    break  # closed meanwhile
+            else:
+                await asyncio.shield(self._flusher)
+        if self._failure is not None:
+            raise self._failure
+        raise ChannelError(f"{self.endpoint}: closed")
 
     async def recv(self) -> Message:
         """Wait for the next message; ProtocolError if a frame is not exactly one valid frame."""
         while not self._inbox:
             try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                with self._lock:
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 await self._wait(zmq.POLLIN)
                 continue
@@ -82,64 +132,125 @@ class Channel:
         """Close the socket; queued messages get at most `linger_ms` to leave.
 
         Anyone waiting to send or receive gets ChannelError. With an owned context this
-        blocks until the queued messages left or `linger_ms` passed.
+        blocks until the queued messages left or `linger_ms` passed. Frames still in the
+        backlog (the peer stopped reading) are dropped.
         """
-        if not self._closed:
-            self._closed = True
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._fd)
-            for waiter in self._waiters.values():
-                if not waiter.done():
-                    waiter.set_exception(ChannelError(f"{self.endpoint}: closed"))
-            self._socket.close(linger=linger_ms)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self._loop is not None and not self._loop.is_closed():
+                    self._loop.remove_reader(self._fd)
+                for waiter in self._waiters.values():
+                    if not waiter.done():
+                        waiter.set_exception(ChannelError(f"{self.endpoint}: closed"))
+                self._backlog.clear()
+                self._socket.close(linger=linger_ms)
         if self._owned_context is not None:
             self._owned_context.term()
             self._owned_context = None
 
-    async def _send_frame(self, data: bytes) -> None:
-        while True:
-            try:
-                self._socket.send(data, zmq.NOBLOCK)
-                break
-            except zmq.Again:
-                await self._wait(zmq.POLLOUT)
-            except zmq.ZMQError as exc:
-                raise ChannelError(f"send on {self.endpoint}: {exc}") from exc
-        if self._waiters:
-            self._on_ready()
+    # ---- the loop's side ----
+
+    def _watch(self) -> None:
+        """Bind the channel to the running loop and watch zmq's descriptor (once)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+            self._loop.add_reader(self._fd, self._on_ready)
+
+    def _kick(self) -> None:
+        """Loop: wake due waiters and start the flusher if frames wait and none runs."""
+        self._on_ready()
+        if self._backlog and self._flusher is None and not self._closed:
+            assert self._loop is not None
+            self._flusher = self._loop.create_task(self._flush(), name="channel-flush")
+
+    async def _flush(self) -> None:
+        """Send the backlog in order, waiting for the peer as zmq asks."""
+        try:
+            while True:
+                with self._lock:
+                    if not self._backlog:
+                        return
+                    sent = self._try_send(self._backlog[0])
+                    if sent:
+                        self._backlog.popleft()
+                if not sent:
+                    await self._wait(zmq.POLLOUT)
+        except ChannelError as exc:
+            with self._lock:
+                self._failure = exc
+                self._backlog.clear()
+        finally:
+            self._flusher = None
 
     async def _wait(self, event: int) -> None:
         """Return once `event` (POLLIN or POLLOUT) may be possible; ChannelError if closed."""
-        if self._closed:
-            raise ChannelError(f"{self.endpoint}: closed")
-        try:
-            if self._events() & event:
-                return
-        except zmq.ZMQError as exc:
-            raise ChannelError(f"{self.endpoint}: {exc}") from exc
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(self._fd, self._on_ready)
+        self._watch()
+        assert self._loop is not None
         waiter = self._loop.create_future()
-        self._waiters[event] = waiter
+        with self._lock:
+            if self._closed:
+                raise ChannelError(f"{self.endpoint}: closed")
+            try:
+                if self._events() & event:
+                    return
+            except zmq.ZMQError as exc:
+                raise ChannelError(f"{self.endpoint}: {exc}") from exc
+            # Registered under the lock: a send from another thread sees this waiter.
+            self._waiters[event] = waiter
         try:
             await waiter
         finally:
-            if self._waiters.get(event) is waiter:
-                del self._waiters[event]
+            with self._lock:
+                if self._waiters.get(event) is waiter:
+                    del self._waiters[event]
+
+    def _on_ready(self) -> None:
+        """The fd fired (or a send may have consumed its notice): wake whoever can proceed."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                events = self._events()
+            except zmq.ZMQError:
+                events = zmq.POLLIN | zmq.POLLOUT  # let the waiters meet the error themselves
+            ready = [w for e, w in self._waiters.items() if events & e and not w.done()]
+        for waiter in ready:
+            waiter.set_result(None)
+
+    # ---- under the lock ----
+
+    def _try_send(self, frame: bytes) -> bool:
+        """Send without blocking; False if zmq would block. Caller holds the lock."""
+        try:
+            self._socket.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            raise ChannelError(f"send on {self.endpoint}: {exc}") from exc
+        return True
+
+    def _due_waiters(self) -> bool:
+        """After a send: does a waiter's event now hold? Caller holds the lock."""
+        if not self._waiters:
+            return False
+        try:
+            events = self._events()
+        except zmq.ZMQError:
+            return True
+        return any(events & event for event in self._waiters)
 
     def _events(self) -> int:
         return cast(int, self._socket.getsockopt(zmq.EVENTS))
 
-    def _on_ready(self) -> None:
-        """The fd fired (or a send may have consumed its notice): wake whoever can proceed."""
-        try:
-            events = self._events()
-        except zmq.ZMQError:
-            events = zmq.POLLIN | zmq.POLLOUT  # let the waiters meet the error themselves
-        for event, waiter in self._waiters.items():
-            if events & event and not waiter.done():
-                waiter.set_result(None)
+    def _call_on_loop(self, fn: Callable[[], None]) -> None:
+        if self._loop is None:
+            raise ChannelError(f"{self.endpoint}: not yet used on an event loop")
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
 
 
 def bind_channel(endpoint: str, context: zmq.Context[zmq.Socket[bytes]] | None = None) -> Channel:

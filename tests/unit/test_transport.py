@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -78,3 +79,54 @@ async def test_transport_close_fails_a_waiting_receiver(pair: Pair) -> None:
         await asyncio.wait_for(waiting, 5)
     with pytest.raises(ChannelError):
         await server.recv()
+
+
+async def test_transport_post_from_another_thread_arrives_in_order(pair: Pair) -> None:
+    server, client = pair
+    await client.send(Ping(seq=0))  # the channel now belongs to this loop
+    sender = threading.Thread(target=lambda: [client.post([Chunk(1, str(i))]) for i in range(200)])
+    sender.start()
+    await asyncio.to_thread(sender.join)
+    got = await recv_n(server, 201)
+    assert got == [Ping(seq=0), *(Chunk(1, str(i)) for i in range(200))]
+
+
+async def test_transport_receiver_wakes_when_another_thread_sends(pair: Pair) -> None:
+    # Another thread's send may take zmq's notice of an arriving message (the loop is
+    # blocked here on purpose while it happens); the parked receiver must still wake.
+    server, client = pair
+    await client.send(Pong(seq=-1))
+    waiting = asyncio.ensure_future(recv_n(client, 20))
+    await asyncio.sleep(0.01)  # the receiver is parked on the fd
+    for seq in range(20):
+        await server.send(Ping(seq=seq))
+        time.sleep(0.003)  # blocking: zmq delivers the ping and raises the fd
+        other = threading.Thread(target=client.post, args=([Chunk(1, str(seq))],))
+        other.start()
+        other.join()  # blocking: the other thread's send runs before the loop polls
+    assert await asyncio.wait_for(waiting, 5) == [Ping(seq=s) for s in range(20)]
+    assert await recv_n(server, 21) == [Pong(seq=-1), *(Chunk(1, str(s)) for s in range(20))]
+
+
+async def test_transport_post_never_blocks_and_a_slow_peer_gets_everything(pair: Pair) -> None:
+    # Far past zmq's high-water marks: post queues what zmq refuses, drain sends it in order.
+    server, client = pair
+    await client.send(Ping(seq=0))
+    count = 20_000
+    started = time.monotonic()
+    for i in range(count):
+        client.post([Chunk(1, str(i))])
+    assert time.monotonic() - started < 10
+    draining = asyncio.ensure_future(client.drain())
+    await asyncio.sleep(0.05)
+    assert not draining.done()  # the peer has read nothing yet
+    got = await recv_n(server, count + 1)
+    await asyncio.wait_for(draining, 5)
+    assert got == [Ping(seq=0), *(Chunk(1, str(i)) for i in range(count))]
+
+
+async def test_transport_post_after_close_is_a_channel_error(pair: Pair) -> None:
+    _, client = pair
+    client.close()
+    with pytest.raises(ChannelError):
+        client.post([Pong(seq=1)])
