@@ -107,3 +107,35 @@ def test_candidates_pick_what_llama_sampler_sample_picks(context: Context) -> No
         theirs.free()
     assert picked == expected
     assert len(set(picked)) > 1  # the seeded draw really sampled
+
+
+def test_candidates_shared_by_greedy_and_sampling_chains_pick_as_llama_does(
+    context: Context,
+) -> None:
+    # One array serves every slot: a greedy sample right after a chain that sorted the
+    # array and wrote probabilities must still see the ids in order (and the reverse).
+    drawn = Sampling(temperature=0.9, top_k=30, seed=7, num_predict=8)
+    greedy = Sampling(temperature=0, num_predict=8)
+    samplers = {
+        name: (build_sampler(context.vocab, s, n_ctx=64, history=[]), s)
+        for name, s in (("drawn", drawn), ("greedy", greedy))
+    }
+    references = {
+        name: build_sampler(context.vocab, s, n_ctx=64, history=[]) for name, s in
+        (("drawn", drawn), ("greedy", greedy))
+    }
+    candidates = Candidates(context.ctx, context.n_vocab)
+    order = ["greedy", "greedy", "drawn", "greedy", "drawn", "drawn", "greedy"] * 4
+    try:
+        picked = [candidates.sample(samplers[n][0], i % ROWS) for i, n in enumerate(order)]
+        expected = [
+            llama_cpp.llama_sampler_sample(references[n].chain, context.ctx, i % ROWS)
+            for i, n in enumerate(order)
+        ]
+    finally:
+        for sampler, _ in samplers.values():
+            sampler.free()
+        for sampler in references.values():
+            sampler.free()
+    assert picked == expected
+    assert samplers["greedy"][0].read_only and not samplers["drawn"][0].read_only
