@@ -210,9 +210,9 @@ class WorkerHandle:
             self._proc = await _spawn(self.command.argv(self._endpoint))
         how = "adopting spare" if spare is not None else "starting"
         log.info("worker %s model=%s pid=%d", how, self.name, self._proc.pid)
+        self._channel.listen(self._route, self._bad_frame)
         self._tasks = [
             asyncio.create_task(self._read_stderr()),
-            asyncio.create_task(self._read_replies()),
             asyncio.create_task(self._watch_exit()),
         ]
         if spare is not None:
@@ -311,26 +311,19 @@ class WorkerHandle:
                 self._tail.append(text)
                 log.info("%s %s", prefix, text)
 
-    async def _read_replies(self) -> None:
-        assert self._channel is not None
-        while True:
-            try:
-                msg = await self._channel.recv()
-            except p.ProtocolError as exc:
-                log.error("protocol error model=%s error=%s", self.name, exc)
-                continue
-            except ChannelError as exc:
-                # The socket is gone (closed at exit); the exit watcher fails what is in flight.
-                log.debug("channel closed model=%s error=%s", self.name, exc)
-                return
-            if isinstance(msg, (p.Ready, p.LoadFailed)):
-                self._handshake.put_nowait(msg)
-            elif isinstance(msg, p.Pong):
-                if (queue := self._queues.get(-1)) is not None:
-                    queue.put_nowait(msg)
-            elif (queue := self._queues.get(getattr(msg, "id", -2))) is not None:
+    def _route(self, msg: p.Message) -> None:
+        """Called by the channel for each message from the worker, as it arrives."""
+        if isinstance(msg, (p.Ready, p.LoadFailed)):
+            self._handshake.put_nowait(msg)
+        elif isinstance(msg, p.Pong):
+            if (queue := self._queues.get(-1)) is not None:
                 queue.put_nowait(msg)
-            # Replies for ids no longer tracked (cancelled, timed out) are dropped.
+        elif (queue := self._queues.get(getattr(msg, "id", -2))) is not None:
+            queue.put_nowait(msg)
+        # Replies for ids no longer tracked (cancelled, timed out) are dropped.
+
+    def _bad_frame(self, exc: p.ProtocolError) -> None:
+        log.error("protocol error model=%s error=%s", self.name, exc)
 
     async def _watch_exit(self) -> None:
         assert self._proc is not None
@@ -344,7 +337,6 @@ class WorkerHandle:
         self._handshake.put_nowait(None)
         for queue in self._queues.values():
             queue.put_nowait(None)
-        self._tasks[1].cancel()
         if self._channel is not None:
             self._channel.close()
         self.exited.set()

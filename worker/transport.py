@@ -21,7 +21,10 @@ every socket call, the backlog and the waiters, which makes sharing the socket b
 the loop and one other thread safe (zmq sockets need a full memory barrier between users).
 `send` and `send_batch` post and then wait for the backlog to drain.
 
-Receiving and everything else belong to the event loop that first uses the channel.
+Receiving: `recv` awaits the next message; or `listen` hands every message to a callback
+straight from the descriptor's callback, which saves a task wake-up per frame (the
+supervisor receives every streamed token this way). Receiving and everything else belong to
+the event loop that first uses the channel.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class Channel:
         self._flusher: asyncio.Task[None] | None = None
         self._failure: ChannelError | None = None  # a send failed: the channel is unusable
         self._waiters: dict[int, asyncio.Future[None]] = {}  # zmq.POLLIN / POLLOUT -> waiter
+        self._consumer: Callable[[Message], None] | None = None  # see listen()
+        self._on_bad_frame: Callable[[ProtocolError], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set once the fd is watched
         self._loop_thread = 0
         self._closed = False
@@ -79,7 +84,7 @@ class Channel:
             if self._failure is not None or self._closed:
                 raise self._failure or ChannelError(f"{self.endpoint}: closed")
             if not self._backlog and self._try_send(frame):
-                due = self._due_waiters()
+                due = self._due()
             else:
                 self._backlog.append(frame)
                 due = len(self._backlog) == 1  # the flusher starts with the first frame
@@ -128,6 +133,18 @@ class Channel:
             self._inbox.extend(decode_frame(frames[0]))
         return self._inbox.popleft()
 
+    def listen(
+        self, consumer: Callable[[Message], None], on_bad_frame: Callable[[ProtocolError], None]
+    ) -> None:
+        """Loop: from now on call `consumer(msg)` for every message, in order, as it arrives.
+
+        A frame that does not decode goes to `on_bad_frame` and the next one is read. Do not
+        mix with `recv`. Once the channel is closed nothing more is delivered.
+        """
+        self._watch()
+        self._consumer, self._on_bad_frame = consumer, on_bad_frame
+        self._on_ready()  # whatever arrived before
+
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; queued messages get at most `linger_ms` to leave.
 
@@ -144,6 +161,7 @@ class Channel:
                     if not waiter.done():
                         waiter.set_exception(ChannelError(f"{self.endpoint}: closed"))
                 self._backlog.clear()
+                self._consumer = None
                 self._socket.close(linger=linger_ms)
         if self._owned_context is not None:
             self._owned_context.term()
@@ -218,6 +236,27 @@ class Channel:
             ready = [w for e, w in self._waiters.items() if events & e and not w.done()]
         for waiter in ready:
             waiter.set_result(None)
+        if self._consumer is not None and events & zmq.POLLIN:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand every waiting message to the listener (see `listen`)."""
+        while (consumer := self._consumer) is not None:
+            try:
+                with self._lock:
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except (zmq.Again, zmq.ZMQError):
+                return  # nothing more, or closed (close() already stopped the listener)
+            try:
+                if len(frames) != 1:
+                    raise ProtocolError(f"expected one frame per message, got {len(frames)}")
+                msgs = decode_frame(frames[0])
+            except ProtocolError as exc:
+                assert self._on_bad_frame is not None
+                self._on_bad_frame(exc)
+                continue
+            for msg in msgs:
+                consumer(msg)
 
     # ---- under the lock ----
 
@@ -231,15 +270,18 @@ class Channel:
             raise ChannelError(f"send on {self.endpoint}: {exc}") from exc
         return True
 
-    def _due_waiters(self) -> bool:
-        """After a send: does a waiter's event now hold? Caller holds the lock."""
-        if not self._waiters:
+    def _due(self) -> bool:
+        """After a send: does a waiter's or the listener's event now hold? Caller holds the
+        lock. (The send may have taken zmq's notice of it, so the fd may never fire.)"""
+        wanted = zmq.POLLIN if self._consumer is not None else 0
+        for event in self._waiters:
+            wanted |= event
+        if not wanted:
             return False
         try:
-            events = self._events()
+            return bool(self._events() & wanted)
         except zmq.ZMQError:
             return True
-        return any(events & event for event in self._waiters)
 
     def _events(self) -> int:
         return cast(int, self._socket.getsockopt(zmq.EVENTS))

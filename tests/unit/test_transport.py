@@ -6,11 +6,12 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+import zmq
 
-from worker.protocol import Chunk, Message, Ping, Pong
+from worker.protocol import Chunk, Message, Ping, Pong, ProtocolError
 from worker.transport import (
     Channel,
     ChannelError,
@@ -84,7 +85,12 @@ async def test_transport_close_fails_a_waiting_receiver(pair: Pair) -> None:
 async def test_transport_post_from_another_thread_arrives_in_order(pair: Pair) -> None:
     server, client = pair
     await client.send(Ping(seq=0))  # the channel now belongs to this loop
-    sender = threading.Thread(target=lambda: [client.post([Chunk(1, str(i))]) for i in range(200)])
+
+    def post_all() -> None:
+        for i in range(200):
+            client.post([Chunk(1, str(i))])
+
+    sender = threading.Thread(target=post_all)
     sender.start()
     await asyncio.to_thread(sender.join)
     got = await recv_n(server, 201)
@@ -130,3 +136,47 @@ async def test_transport_post_after_close_is_a_channel_error(pair: Pair) -> None
     client.close()
     with pytest.raises(ChannelError):
         client.post([Pong(seq=1)])
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def test_transport_listener_gets_every_message_in_order_and_skips_bad_frames(
+    pair: Pair,
+) -> None:
+    server, client = pair
+    endpoint = client.endpoint
+    got: list[Message] = []
+    bad: list[ProtocolError] = []
+    await client.send(Ping(seq=0))  # arrives before anyone listens
+    await asyncio.sleep(0.05)
+    server.listen(got.append, bad.append)
+    await until(lambda: len(got) == 1)
+    stranger: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.connect(endpoint)
+    try:
+        stranger.send(b"\xc1")  # not msgpack
+        await until(lambda: len(bad) == 1)
+        await client.send_batch([Chunk(1, "a"), Chunk(2, "b")])
+        await client.send(Pong(seq=3))
+        await until(lambda: len(got) == 4)
+    finally:
+        stranger.close()
+    assert got == [Ping(seq=0), Chunk(1, "a"), Chunk(2, "b"), Pong(seq=3)]
+
+
+async def test_transport_listener_wakes_when_its_own_sends_interleave(pair: Pair) -> None:
+    server, client = pair
+    got: list[Message] = []
+    server.listen(got.append, lambda exc: None)
+    for seq in range(50):
+        await client.send(Ping(seq=seq))
+        time.sleep(0.002)  # blocking on purpose: zmq delivers before the loop polls the fd
+        await server.send(Pong(seq=seq))
+    await until(lambda: len(got) == 50)
+    assert got == [Ping(seq=s) for s in range(50)]
