@@ -14,7 +14,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 np = pytest.importorskip("numpy")
 
 from worker.backend import Sampling  # noqa: E402
-from worker.sampling import Candidates, Penalties, build_sampler  # noqa: E402
+from worker.sampling import Candidates, Penalties, build_sampler, greedy_pick  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.llama]
 
@@ -138,4 +138,43 @@ def test_candidates_shared_by_greedy_and_sampling_chains_pick_as_llama_does(
         for sampler in references.values():
             sampler.free()
     assert picked == expected
-    assert samplers["greedy"][0].read_only and not samplers["drawn"][0].read_only
+    assert samplers["greedy"][0].greedy and not samplers["drawn"][0].greedy
+
+
+def _llama_greedy(logits: np.ndarray) -> int:  # type: ignore[name-defined]
+    """What llama.cpp's greedy stage selects from these logits, in id order."""
+    buffer = (llama_cpp.llama_token_data * len(logits))()
+    for i, logit in enumerate(logits):
+        buffer[i].id, buffer[i].logit, buffer[i].p = i, float(logit), 0.0
+    array = llama_cpp.llama_token_data_array(
+        data=buffer, size=len(logits), selected=-1, sorted=False
+    )
+    stage = llama_cpp.llama_sampler_init_greedy()
+    llama_cpp.llama_sampler_apply(stage, ctypes.byref(array))
+    llama_cpp.llama_sampler_free(stage)
+    return int(buffer[array.selected].id)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.5, 2.0, 2.0, -1.0],
+        [-3.0, -1.0, -2.0, -1.0],
+        [float("-inf"), -7.5, float("-inf"), -7.25],
+        [9.0, 1.0, 9.0, 9.0],
+        [1e-30, 0.0, -0.0, 1e-31],
+    ],
+    ids=["tie-in-the-middle", "all-negative", "some-minus-inf", "tie-first", "near-zero"],
+)
+def test_greedy_pick_is_llama_cpps_greedy_stage(values: list[float]) -> None:
+    logits = np.array(values, dtype=np.float32)
+    assert greedy_pick(logits) == _llama_greedy(logits)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1.0, float("nan"), 3.0], [float("-inf")] * 3],
+    ids=["nan", "all-minus-inf"],
+)
+def test_greedy_pick_leaves_rows_without_a_finite_maximum_to_llama(values: list[float]) -> None:
+    assert greedy_pick(np.array(values, dtype=np.float32)) is None
