@@ -3,7 +3,7 @@
 Engine thread only (DESIGN.md, "one thread for llama.cpp"): the server's engine thread
 calls `accept` for each new request and `step` while `busy`, and every backend call
 happens inside those. Replies leave through `emit`, one list per call, so all the chunks
-of one step cross to the event loop together.
+of one step leave as one frame.
 
 A request's life here, as numbered in the code:
 
