@@ -11,7 +11,7 @@ A spare worker imports its backend (llama-cpp-python's import alone is 100-180 m
 and waits for one `Load` message carrying what the model options above carry; from there it
 is an ordinary worker. The supervisor keeps one ready so a cold model skips that start-up.
         [--fake-tokens a,b,c | --fake-tokens-file PIECES.json] [--fake-delay-ms N]
-        [--fake-crash {load,load-error,stream}] [--fake-crash-after N]
+        [--fake-crash {load,load-error,stream,release}] [--fake-crash-after N]
         [--fake-hang [{load,stream}]] [--fake-ignore-sigterm]
 
 Logs go to stderr as `event key=value` lines; the supervisor re-logs them with a prefix.
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fake-tokens-file", help="a JSON array of canned output pieces (any characters)"
     )
     fake.add_argument("--fake-delay-ms", type=int, default=0)
-    fake.add_argument("--fake-crash", choices=("load", "load-error", "stream"))
+    fake.add_argument("--fake-crash", choices=("load", "load-error", "stream", "release"))
     fake.add_argument("--fake-crash-after", type=int, default=2)
     fake.add_argument("--fake-hang", nargs="?", const="load", choices=("load", "stream"))
     fake.add_argument("--fake-ignore-sigterm", action="store_true")

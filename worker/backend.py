@@ -174,8 +174,9 @@ class FakeSwitches:
 
     tokens: tuple[str, ...] | None = None  # canned output, one Piece each; None: the default
     delay_ms: int = 0  # sleep in each step, before its tokens (a slow stream)
-    crash: Literal["load", "load-error", "stream"] | None = None  # where to fail:
-    # load: hard exit during load; load-error: orderly LoadFailed; stream: hard exit mid-stream
+    crash: Literal["load", "load-error", "stream", "release"] | None = None  # where to fail:
+    # load: hard exit during load; load-error: orderly LoadFailed; stream: hard exit mid-stream;
+    # release: releasing a slot raises (an unexpected error on the engine thread)
     crash_after: int = 2  # tokens streamed before a "stream" crash
     hang: Literal["load", "stream"] | None = None  # never finish loading / never sample
     # (a "stream" hang keeps stepping without output, so cancel and release still work)

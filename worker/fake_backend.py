@@ -179,6 +179,8 @@ class FakeBackend:
         return events
 
     def release(self, slot: int) -> None:
+        if self._switches.crash == "release":  # a bug in the engine's own code, in effect
+            raise RuntimeError("fake backend: release failed as asked (--fake-crash release)")
         self._slots[slot].active = False
 
     def embed(self, slot: int, tokens: Sequence[int]) -> list[float]:

@@ -49,6 +49,7 @@ PROTOCOL_VERSION = 1
 EXIT_OK = 0
 EXIT_LOAD_FAILED = 3
 EXIT_PROTOCOL_ERROR = 4
+EXIT_ENGINE_FAILED = 5  # the engine thread died of an unexpected error
 
 
 class ProtocolError(Exception):

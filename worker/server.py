@@ -34,11 +34,12 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from worker.backend import Backend, BackendError, LoadOptions
 from worker.engine import Engine, Job, JobReply, Work, cancelled, describe
 from worker.protocol import (
+    EXIT_ENGINE_FAILED,
     EXIT_LOAD_FAILED,
     EXIT_OK,
     EXIT_PROTOCOL_ERROR,
@@ -79,6 +80,8 @@ class EngineThread:
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._engine: Engine | None = None  # touched on the engine thread only
+        # Called on the engine thread if it dies of an unexpected error (set before attach).
+        self.on_crash: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -110,10 +113,15 @@ class EngineThread:
         self._queue.put(None)
 
     def _run(self) -> None:
-        while self._run_queued(block=not self._busy()):
-            if self._busy():
-                assert self._engine is not None
-                self._engine.step()
+        try:
+            while self._run_queued(block=not self._busy()):
+                if self._busy():
+                    assert self._engine is not None
+                    self._engine.step()
+        except Exception:  # a bug outside the per-request guards: say so, never die unseen
+            log.exception("event=engine_crash")
+            if self.on_crash is not None:
+                self.on_crash()
 
     def _busy(self) -> bool:
         return self._engine is not None and self._engine.busy
@@ -211,14 +219,22 @@ class WorkerServer:
         self._engine = engine
         self._jobs: dict[int, Job] = {}
         self._loop = asyncio.get_running_loop()
+        self._engine_failed: asyncio.Future[None] = self._loop.create_future()
         self._stepper = Engine(backend, self._emit)
+        engine.on_crash = self._on_engine_crash
         engine.attach(self._stepper)
 
     async def run(self, parent: asyncio.Task[None]) -> int:
         """Serve until Shutdown, a protocol error, or `parent` (the supervisor's death)."""
         receiver = asyncio.create_task(self._receive_loop(), name="receiver")
+        failed = self._engine_failed
+        waited: set[asyncio.Future[Any]] = {receiver, parent, failed}
         try:
-            await asyncio.wait({receiver, parent}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+            if failed.done():
+                # Nothing can answer what is in flight: exit, and the supervisor fails it.
+                log.error("event=fatal reason=engine_crash in_flight=%d", len(self._jobs))
+                return EXIT_ENGINE_FAILED
             code = receiver.result() if receiver.done() else EXIT_OK
             if parent.done():
                 log.warning("event=parent_gone action=shutdown")
@@ -279,6 +295,13 @@ class WorkerServer:
         except TimeoutError:
             log.error("event=close_timeout timeout_s=%s", CLOSE_TIMEOUT_S)
         self._engine.stop()
+
+    def _on_engine_crash(self) -> None:
+        """Engine thread, dying: wake `run`."""
+        try:
+            self._loop.call_soon_threadsafe(_settle, self._engine_failed, None, None)
+        except RuntimeError:  # the loop is closed: the worker is exiting anyway
+            pass
 
     def _forget(self, request_ids: list[int]) -> None:
         """Loop: the engine has sent these requests' terminal replies."""

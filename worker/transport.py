@@ -291,8 +291,11 @@ class Channel:
             raise ChannelError(f"{self.endpoint}: not yet used on an event loop")
         if threading.get_ident() == self._loop_thread:
             fn()
-        else:
+            return
+        try:
             self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # the loop is closed: the process is exiting, nobody waits
+            pass
 
 
 def bind_channel(endpoint: str, context: zmq.Context[zmq.Socket[bytes]] | None = None) -> Channel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import signal
@@ -10,6 +11,7 @@ import pytest
 
 from tests.support.worker_harness import WorkerExited, run_worker
 from worker.protocol import (
+    EXIT_ENGINE_FAILED,
     EXIT_LOAD_FAILED,
     EXIT_OK,
     EXIT_PROTOCOL_ERROR,
@@ -333,3 +335,18 @@ async def test_worker_dies_on_sigterm_by_default() -> None:
     async with run_worker() as w:
         os.kill(w.proc.pid, signal.SIGTERM)
         assert await w.wait_exit() == -signal.SIGTERM
+
+
+async def test_worker_whose_engine_thread_dies_exits_5_instead_of_hanging() -> None:
+    # A cancel makes the engine release the slot, which raises outside every per-request
+    # guard: the worker must say so and exit, so the supervisor fails what is in flight.
+    async with run_worker(crash="release", hang="stream") as w:
+        await w.send(Generate(id=1, prompt="hangs"))
+        await asyncio.sleep(0.3)  # running: the engine claimed it and keeps stepping
+        await w.send(Cancel(id=1))
+        with pytest.raises(WorkerExited):
+            _ = [r async for r in w.replies_for(1)]
+        code = await w.wait_exit()
+        stderr = await w.stderr_text()
+    assert code == EXIT_ENGINE_FAILED
+    assert "event=engine_crash" in stderr and "release failed as asked" in stderr
