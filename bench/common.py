@@ -83,6 +83,15 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def paired_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
+    """The median of round-by-round ratios `ours[i] / theirs[i]`.
+
+    The sides take turns within each round, so a round's two figures saw the same load;
+    this VM's speed drifts 10-20% between rounds, which a ratio of two medians would mix in.
+    """
+    return median([a / b for a, b in zip(ours, theirs, strict=True)])
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

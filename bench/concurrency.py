@@ -39,6 +39,7 @@ from bench.common import (
     idle_cpu_percent,
     machine,
     median,
+    paired_ratio,
     resolve_model,
     scratch_dir,
     script_main,
@@ -181,11 +182,13 @@ def measure_point(
 
         out = asyncio.run(go())
     co_tps, ls_tps = out["corral"]["aggregate_tps"], out["llama_server"]["aggregate_tps"]
+    rounds = [[r["aggregate_tps"] for r in out[key]["runs"]] for key in ("corral", "llama_server")]
     return {
         "clients": clients,
         "corral_tps": co_tps,
         "llama_server_tps": ls_tps,
-        "ratio": co_tps / ls_tps,
+        "ratio": paired_ratio(*rounds),
+        "ratio_of_medians": co_tps / ls_tps,
         **out,
     }
 
@@ -240,7 +243,7 @@ HEADERS = [
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = base_parser(__doc__.splitlines()[0], tokens=128, repeat=3)
+    parser = base_parser(__doc__.splitlines()[0], tokens=128, repeat=7)
     parser.add_argument("--clients", default="1,2,4,8", help="comma-separated client counts")
     return parser
 
