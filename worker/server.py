@@ -2,8 +2,8 @@
 
 Threads and owners:
 
-- The asyncio loop (main thread) owns the channel, the table of requests in flight
-  (`_jobs`) and the outbox. It answers Ping and Cancel at once, even during a step
+- The asyncio loop (main thread) owns the channel's receiving side and the table of
+  requests in flight (`_jobs`). It answers Ping and Cancel at once, even during a step
   (llama_decode releases the GIL).
 - The engine thread (`EngineThread`) owns the backend and the `Engine` (worker/engine.py).
   Every backend call happens there: load, tokenize, start, step, embed, close (DESIGN.md,
@@ -15,7 +15,8 @@ Threads and owners:
   waits for the loop. It tells the loop which requests it has answered, and the loop
   forgets them. Each request gets exactly one terminal reply because the loop answers
   only requests the engine never claimed (`Job.start` and `Job.cancel` decide under a
-  lock) and the engine answers only those it claimed.
+  lock) and the engine answers only those it claimed. If the engine thread dies of an
+  unexpected error, the worker exits with EXIT_ENGINE_FAILED (nothing could answer).
 
 A request's life: QUEUED (in `_jobs`, on the engine queue or waiting for a slot) ->
 RUNNING (claimed by the engine) -> answered.
