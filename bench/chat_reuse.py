@@ -25,7 +25,6 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 
 from bench.common import (
     ModelChoice,
-    StreamClient,
     base_parser,
     corral_options,
     corral_server,
@@ -36,6 +35,9 @@ from bench.common import (
     scratch_dir,
     script_main,
     settle,
+)
+from bench.stream_client import (
+    StreamClient,
     stream_corral,
 )
 

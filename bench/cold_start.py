@@ -34,7 +34,6 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 from bench.common import (
     Corral,
     ModelChoice,
-    StreamClient,
     base_parser,
     corral_options,
     corral_server,
@@ -44,9 +43,12 @@ from bench.common import (
     resolve_model,
     scratch_dir,
     script_main,
-    stream_corral,
 )
 from bench.decode_speed import isolated
+from bench.stream_client import (
+    StreamClient,
+    stream_corral,
+)
 
 NUM_CTX = 2048
 SETTLE_S = 3.0

@@ -29,8 +29,6 @@ from bench.common import (
     LLAMA_SERVER,
     REPO,
     ModelChoice,
-    Stream,
-    StreamClient,
     base_parser,
     corral_options,
     corral_server,
@@ -45,9 +43,13 @@ from bench.common import (
     script_main,
     settle,
     stop_process,
+    wait_http,
+)
+from bench.stream_client import (
+    Stream,
+    StreamClient,
     stream_corral,
     stream_llama_server,
-    wait_http,
 )
 
 NUM_CTX = 1024

@@ -29,7 +29,6 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 
 from bench.common import (
     ModelChoice,
-    StreamClient,
     base_parser,
     corral_options,
     corral_server,
@@ -42,6 +41,9 @@ from bench.common import (
     scratch_dir,
     script_main,
     settle,
+)
+from bench.stream_client import (
+    StreamClient,
     stream_corral,
 )
 

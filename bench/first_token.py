@@ -23,8 +23,6 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 
 from bench.common import (
     ModelChoice,
-    Stream,
-    StreamClient,
     base_parser,
     corral_options,
     corral_server,
@@ -36,9 +34,13 @@ from bench.common import (
     scratch_dir,
     script_main,
     settle,
-    stream_corral,
 )
 from bench.decode_speed import EngineProcess
+from bench.stream_client import (
+    Stream,
+    StreamClient,
+    stream_corral,
+)
 
 NUM_CTX = 2048
 SUBJECTS = (
