@@ -65,9 +65,7 @@ class Candidates:
     logits row in C, as llama.cpp would. The sampler chain itself is unchanged, and the
     selection and `accept` follow `llama_sampler_sample` exactly.
 
-    A plain greedy sampler skips the array (`greedy_pick`). A greedy chain with penalties
-    only reads it, so after one the ids are still in order and the probabilities still
-    zero: the next such sample rewrites only the logits (one pass instead of three).
+    A plain greedy sampler skips the array (`greedy_pick`).
     """
 
     _DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
@@ -83,8 +81,6 @@ class Candidates:
             data=self._buffer, size=n_vocab, selected=-1, sorted=False
         )
         self._logits_type = ctypes.c_float * n_vocab
-        self._rows["id"] = self._ids
-        self._pristine = True  # ids in order, probabilities zero
 
     def sample(self, sampler: SlotSampler, row: int) -> int:
         """The token `sampler` picks from output row `row` of the last decode, accepted."""
@@ -99,11 +95,9 @@ class Candidates:
                 llama_cpp.llama_sampler_accept(sampler.chain, token)
                 return token
         rows = self._rows
-        if not (sampler.greedy and self._pristine):
-            rows["id"] = self._ids
-            rows["p"] = 0.0
-        self._pristine = sampler.greedy  # a chain that may reorder or write p spoils it
+        rows["id"] = self._ids
         rows["logit"] = logits
+        rows["p"] = 0.0
         if sampler.penalties is not None:
             sampler.penalties.apply(rows["logit"])
         array = self._array
@@ -162,7 +156,7 @@ class SlotSampler:
     chain: llama_cpp.llama_sampler_p
     penalties: Penalties | None
     greedy: bool = False
-    """The chain is llama.cpp's greedy stage alone: it neither reorders nor writes p."""
+    """The chain is llama.cpp's greedy stage alone: its pick is the row's argmax."""
 
     def free(self) -> None:
         llama_cpp.llama_sampler_free(self.chain)

@@ -112,8 +112,8 @@ def test_candidates_pick_what_llama_sampler_sample_picks(context: Context) -> No
 def test_candidates_shared_by_greedy_and_sampling_chains_pick_as_llama_does(
     context: Context,
 ) -> None:
-    # One array serves every slot: a greedy sample right after a chain that sorted the
-    # array and wrote probabilities must still see the ids in order (and the reverse).
+    # One array serves every slot: a chain that sorted it and wrote probabilities must
+    # leave nothing behind for the next slot's pick, greedy or drawn.
     drawn = Sampling(temperature=0.9, top_k=30, seed=7, num_predict=8)
     greedy = Sampling(temperature=0, num_predict=8)
     samplers = {
