@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import zmq
 
-from worker.protocol import Chunk, Message, Ping, Pong, ProtocolError
+from worker.protocol import Chunk, Message, Ping, Pong, ProtocolError, encode
 from worker.transport import (
     Channel,
     ChannelError,
@@ -162,12 +162,15 @@ async def test_transport_listener_gets_every_message_in_order_and_skips_bad_fram
     try:
         stranger.send(b"\xc1")  # not msgpack
         await until(lambda: len(bad) == 1)
+        stranger.send_multipart([encode(Ping(seq=8)), encode(Ping(seq=9))])  # one message, 2 frames
+        await until(lambda: len(bad) == 2)
         await client.send_batch([Chunk(1, "a"), Chunk(2, "b")])
         await client.send(Pong(seq=3))
         await until(lambda: len(got) == 4)
     finally:
         stranger.close()
     assert got == [Ping(seq=0), Chunk(1, "a"), Chunk(2, "b"), Pong(seq=3)]
+    assert "expected one frame per message, got 2" in str(bad[1])
 
 
 async def test_transport_listener_wakes_when_its_own_sends_interleave(pair: Pair) -> None:
