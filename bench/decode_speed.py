@@ -42,10 +42,7 @@ from bench.common import (
     script_main,
     settle,
 )
-from bench.stream_client import (
-    StreamClient,
-    stream_corral,
-)
+from bench.stream_client import StreamClient, stream_corral_blocking
 
 T = TypeVar("T")
 NUM_CTX = 2048
@@ -185,23 +182,25 @@ class EngineProcess:
         self._pool.shutdown()
 
 
-async def _interleaved(
+def _interleaved(
     url: str, engines: dict[str, EngineProcess], model: str, threads: int, tokens: int, repeat: int
 ) -> dict[str, list[Any]]:
-    """Warm every side up, then run them in turn `repeat` times (drifting load hits all)."""
+    """Warm every side up, then run them in turn `repeat` times (drifting load hits all).
+
+    corral is read on a blocking socket: one stream, so no event loop in the client."""
     options = corral_options(threads, tokens, NUM_CTX)
     body = {"model": model, "prompt": PROMPT, "raw": True, "options": options}
     warm = {**body, "options": {**options, "num_predict": 8}}
     out: dict[str, list[Any]] = {"corral": [], **{k: [] for k in engines}}
-    async with StreamClient(url) as client:
-        await stream_corral(client, "/api/generate", warm)
-        await settle()
-        for engine in engines.values():
-            engine.generate(PROMPT, 8)
-        for _ in range(repeat):
-            for kind, engine in engines.items():
-                out[kind].append(engine.generate(PROMPT, tokens))
-            out["corral"].append(await stream_corral(client, "/api/generate", body))
+    client = StreamClient(url)
+    stream_corral_blocking(client, "/api/generate", warm)
+    asyncio.run(settle())
+    for engine in engines.values():
+        engine.generate(PROMPT, 8)
+    for _ in range(repeat):
+        for kind, engine in engines.items():
+            out[kind].append(engine.generate(PROMPT, tokens))
+        out["corral"].append(stream_corral_blocking(client, "/api/generate", body))
     return out
 
 
@@ -215,7 +214,7 @@ def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[
     ):
         name = server.import_model(model)
         engines = {"lowlevel": low, "highlevel": high}
-        runs = asyncio.run(_interleaved(server.url, engines, name, threads, tokens, repeat))
+        runs = _interleaved(server.url, engines, name, threads, tokens, repeat)
         idle = idle_cpu_percent(server.proc.pid)  # model still loaded, nothing asked
     corral = runs["corral"]
     low_runs = [r["decode_tps"] for r in runs["lowlevel"]]
@@ -276,7 +275,7 @@ HEADERS = [
 
 
 def parser() -> argparse.ArgumentParser:
-    return base_parser(__doc__.splitlines()[0], tokens=128, repeat=9)
+    return base_parser(__doc__.splitlines()[0], tokens=128, repeat=15)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
