@@ -299,10 +299,7 @@ class WorkerServer:
 
     def _on_engine_crash(self) -> None:
         """Engine thread, dying: wake `run`."""
-        try:
-            self._loop.call_soon_threadsafe(_settle, self._engine_failed, None, None)
-        except RuntimeError:  # the loop is closed: the worker is exiting anyway
-            pass
+        self._to_loop(_settle, self._engine_failed, None, None)
 
     def _forget(self, request_ids: list[int]) -> None:
         """Loop: the engine has sent these requests' terminal replies."""
@@ -317,10 +314,15 @@ class WorkerServer:
             log.warning("event=reply_dropped count=%d reason=%r", len(replies), str(exc))
         ended = [r.id for r in replies if isinstance(r, TERMINAL_REPLIES)]
         if ended:
-            try:
-                self._loop.call_soon_threadsafe(self._forget, ended)
-            except RuntimeError:  # the loop is closed: the worker is exiting
-                pass
+            self._to_loop(self._forget, ended)
+
+    def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Engine thread: run `fn(*args)` on the loop, unless the loop is already closed
+        (the worker is exiting and nobody is left to tell)."""
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass
 
 
 async def parent_gone(parent_pid: int) -> None:

@@ -126,15 +126,13 @@ class Channel:
         while not self._inbox:
             try:
                 with self._lock:
-                    frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                    data = self._read_message()
             except zmq.Again:
                 await self._wait(POLLIN)
                 continue
             except zmq.ZMQError as exc:
                 raise ChannelError(f"recv on {self.endpoint}: {exc}") from exc
-            if len(frames) != 1:
-                raise ProtocolError(f"expected one frame per message, got {len(frames)}")
-            self._inbox.extend(decode_frame(frames[0]))
+            self._inbox.extend(decode_frame(data))
         return self._inbox.popleft()
 
     def listen(
@@ -250,28 +248,35 @@ class Channel:
         while (consumer := self._consumer) is not None:
             try:
                 with self._lock:
-                    frame = self._socket.recv(zmq.NOBLOCK, copy=False)
-                    parts = 1
-                    while frame.more:  # never sent by this protocol: skip the whole message
-                        frame = self._socket.recv(zmq.NOBLOCK, copy=False)
-                        parts += 1
+                    data = self._read_message()
                     more = self._events() & POLLIN
+                msgs = decode_frame(data)
             except zmq.ZMQError:
                 return  # nothing after all (a stale notice), or closed
-            try:
-                if parts != 1:
-                    raise ProtocolError(f"expected one frame per message, got {parts}")
-                msgs = decode_frame(frame.bytes)
             except ProtocolError as exc:
                 assert self._on_bad_frame is not None
                 self._on_bad_frame(exc)
-            else:
-                for msg in msgs:
-                    consumer(msg)
+                continue  # read on until zmq has nothing more
+            for msg in msgs:
+                consumer(msg)
             if not more:
                 return
 
     # ---- under the lock ----
+
+    def _read_message(self) -> bytes:
+        """The next message's one frame, without blocking (zmq.Again if none). Caller holds
+        the lock. A message of several frames (never sent by this protocol) is read whole
+        and raises ProtocolError. Receiving without copy puts the more-flag on the frame,
+        which saves a getsockopt per message."""
+        frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+        parts = 1
+        while frame.more:
+            frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+            parts += 1
+        if parts != 1:
+            raise ProtocolError(f"expected one frame per message, got {parts}")
+        return frame.bytes
 
     def _try_send(self, frame: bytes) -> bool:
         """Send without blocking; False if zmq would block. Caller holds the lock."""

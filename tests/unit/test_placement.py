@@ -66,7 +66,7 @@ def test_placement_unused_runner_options_never_force_a_reload(tmp_path: Path) ->
     # request that sets them must reuse the loaded worker (the same spec).
     local = _local(tmp_path, {"draft_num_predict": 4})
     plain = model_spec(local, {}, Settings(num_parallel=1), lambda: 0)
-    other = model_spec(local, {"draft_num_predict": 8, "main_gpu": 1}, Settings(num_parallel=1),
-                       lambda: 0)  # fmt: skip
+    unused = {"draft_num_predict": 8, "main_gpu": 1}
+    other = model_spec(local, unused, Settings(num_parallel=1), lambda: 0)
     assert plain == other
     assert "draft_num_predict" not in dict(plain.runner_options)
