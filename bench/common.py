@@ -174,8 +174,12 @@ class Corral:
 
 
 @contextlib.contextmanager
-def corral_server(store: Path, env: Mapping[str, str] | None = None) -> Iterator[Corral]:
-    """Run corral on a free port over the store `store` until the block ends; always reap."""
+def corral_server(
+    store: Path, env: Mapping[str, str] | None = None, module: Sequence[str] = ("supervisor",)
+) -> Iterator[Corral]:
+    """Run corral on a free port over the store `store` until the block ends; always reap.
+
+    `module` is what `python -m` runs: corral's supervisor, or a diagnostic around it."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "OLLAMA_"))}
     full_env |= {"CORRAL_HOST": f"127.0.0.1:{port}", "CORRAL_MODELS": str(store)}
@@ -183,7 +187,7 @@ def corral_server(store: Path, env: Mapping[str, str] | None = None) -> Iterator
     log_path = store.parent / f"corral-{port}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor"],
+            [sys.executable, "-m", *module],
             cwd=REPO,
             env=full_env,
             stdout=log_file,

@@ -1,0 +1,159 @@
+"""Where benchmark 1's gap goes: corral's decode speed with parts of the per-token path removed.
+
+Four sides take turns with the in-process reference of `decode_speed` in every round:
+
+    full         corral as shipped, the stream read line by line as it comes (as in decode_speed)
+    lazy-client  the same server, its stream read four times a second instead
+    no-http      the supervisor drops each token's chunk on arrival (bench/chunk_drop.py): the
+                 frames still cross zmq and are decoded, but never reach HTTP or the client
+    no-chunks    the worker sends no per-token frame at all (engine, detokenizer and the final
+                 reply as shipped)
+
+Speeds are the server-reported `eval_count / eval_duration` (the one figure every side has;
+in decode_speed it agrees with the client's own to within 1%); each ratio is the median of
+round-by-round ratios to the reference. Neighbouring sides differ by one part of the path:
+no-chunks -> no-http is the two zmq hops and the supervisor's receiving, no-http ->
+lazy-client is the supervisor's HTTP path, lazy-client -> full is the client's reading.
+A diagnostic, not one of the issue's figures; `run_all` does not run it.
+
+    .venv/bin/python -m bench.cost_split --model {smollm2,big,PATH} [--threads N] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+if __package__ in (None, ""):  # run as a file: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    base_parser,
+    corral_options,
+    corral_server,
+    fmt,
+    machine,
+    median,
+    paired_ratio,
+    resolve_model,
+    scratch_dir,
+    script_main,
+)
+from bench.decode_speed import NUM_CTX, PROMPT, EngineProcess
+from bench.stream_client import StreamClient, stream_corral_blocking
+
+SIDES = ("full", "lazy-client", "no-http", "no-chunks")
+# The server behind each side: python -m ... (the lazy client reads corral as shipped).
+SERVERS: dict[str, tuple[str, ...]] = {
+    "full": ("supervisor",),
+    "no-http": ("bench.chunk_drop", "supervisor"),
+    "no-chunks": ("bench.chunk_drop", "worker"),
+}
+LAZY_POLL_S = 0.25
+
+
+def read_lazily(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a streamed /api/generate and read the reply only every LAZY_POLL_S seconds, so
+    the client wakes ~4 times a second instead of once per token. The final record."""
+    parts = urlsplit(url)
+    data = json.dumps({**body, "stream": True}).encode()
+    head = (
+        f"POST /api/generate HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    received = bytearray()
+    with socket.create_connection((parts.hostname, parts.port), timeout=600) as sock:
+        sock.sendall(head.encode() + data)
+        sock.setblocking(False)
+        while True:
+            time.sleep(LAZY_POLL_S)
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += chunk
+            except BlockingIOError:
+                continue
+            break  # recv gave b"": the server closed the connection after the reply
+    lines = [line for line in bytes(received).split(b"\n") if line.startswith(b"{")]
+    if not lines or b'"done":true' not in lines[-1]:
+        raise RuntimeError(f"no final record from {url}: {bytes(received[-300:])!r}")
+    final: dict[str, Any] = json.loads(lines[-1])
+    return final
+
+
+def _generate(side: str, url: str, request: dict[str, Any]) -> dict[str, Any]:
+    """One streamed generation on `side`; its final record."""
+    if side == "lazy-client":
+        return read_lazily(url, request)
+    return stream_corral_blocking(StreamClient(url), "/api/generate", request).final
+
+
+def _server_tps(final: dict[str, Any]) -> float:
+    return float(final["eval_count"]) / float(final["eval_duration"]) * 1e9
+
+
+def measure(model_key: str, threads: int, tokens: int, repeat: int) -> dict[str, Any]:
+    model = resolve_model(model_key)
+    before = machine()
+    options = corral_options(threads, tokens, NUM_CTX)
+    body = {"prompt": PROMPT, "raw": True, "options": options}
+    env = {"CORRAL_NUM_PARALLEL": "1", "CORRAL_SPARE_WORKER": "false"}
+    runs: dict[str, list[float]] = {"reference": [], **{side: [] for side in SIDES}}
+    with contextlib.ExitStack() as stack:
+        reference = stack.enter_context(EngineProcess("lowlevel", model.path, threads, NUM_CTX))
+        urls: dict[str, str] = {}
+        for side, module in SERVERS.items():
+            tmp = stack.enter_context(scratch_dir(f"bench-split-{side}-"))
+            server = stack.enter_context(corral_server(tmp / "models", env, module))
+            server.import_model(model)
+            urls[side] = server.url
+        urls["lazy-client"] = urls["full"]
+        request = {"model": model.name, **body}
+        warm = {**request, "options": {**options, "num_predict": 8}}
+        for url in {*urls.values()}:
+            stream_corral_blocking(StreamClient(url), "/api/generate", warm)
+        reference.generate(PROMPT, 8)
+        for _ in range(repeat):
+            runs["reference"].append(reference.generate(PROMPT, tokens)["decode_tps"])
+            for side in SIDES:
+                runs[side].append(_server_tps(_generate(side, urls[side], request)))
+    ratios = {side: paired_ratio(runs[side], runs["reference"]) for side in SIDES}
+    return {
+        "benchmark": "cost_split",
+        "model": model.key,
+        "threads": threads,
+        "tokens": tokens,
+        "repeat": repeat,
+        "machine": before,
+        "loadavg_1m_after": machine()["loadavg_1m"],
+        "reference_tps": median(runs["reference"]),
+        "tps": {side: median(runs[side]) for side in SIDES},
+        "ratio": ratios,
+        "runs": runs,
+    }
+
+
+def rows(r: dict[str, Any]) -> list[list[str]]:
+    return [[r["model"], fmt(r["reference_tps"])] + [fmt(r["ratio"][s], "", 3) for s in SIDES]]
+
+
+HEADERS = ["model", "llama-cpp low-level tok/s", *(f"{side} ratio" for side in SIDES)]
+
+
+def parser() -> argparse.ArgumentParser:
+    return base_parser(__doc__.splitlines()[0], tokens=128, repeat=15)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    return measure(args.model, args.threads, args.tokens, args.repeat)
+
+
+if __name__ == "__main__":
+    sys.exit(script_main(sys.modules[__name__]))
