@@ -42,6 +42,36 @@ STDERR_TAIL_LINES = 12
 _TERMINAL = (p.Done, p.Failed, p.Embeddings, p.Tokens)
 
 
+class Inbox:
+    """Messages for one reader, in arrival order; None is put when the worker is gone.
+
+    What asyncio.Queue does, without its bookkeeping (unfinished-task counts, putters to
+    wake, an Event cleared on every put), which each streamed token would pay for: a
+    deque and the reader's one pending future.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[p.Message | None] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: p.Message | None) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> p.Message | None:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
 class WorkerState(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
@@ -185,8 +215,8 @@ class WorkerHandle:
         self._channel: Channel | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self._queues: dict[int, asyncio.Queue[p.Message | None]] = {}
-        self._handshake: asyncio.Queue[p.Message | None] = asyncio.Queue()
+        self._inboxes: dict[int, Inbox] = {}
+        self._handshake = Inbox()
         self._tasks: list[asyncio.Task[None]] = []
         self._next_id = 0
 
@@ -246,13 +276,12 @@ class WorkerHandle:
         """Send `msg` and yield its replies through the terminal one."""
         if self.state is not WorkerState.READY or self._channel is None:
             raise WorkerCrashed(self._why("worker is not running"))
-        queue: asyncio.Queue[p.Message | None] = asyncio.Queue()
-        self._queues[msg.id] = queue
+        inbox = self._inboxes[msg.id] = Inbox()
         finished = False
         try:
             await self._channel.send(msg)
             while True:
-                reply = await queue.get()
+                reply = await inbox.get()
                 if reply is None:
                     raise WorkerCrashed(self._why(f"worker exited with code {self.exit_code}"))
                 yield reply
@@ -260,7 +289,7 @@ class WorkerHandle:
                     finished = True
                     return
         finally:
-            self._queues.pop(msg.id, None)
+            self._inboxes.pop(msg.id, None)
             if not finished and self.state is WorkerState.READY:
                 with contextlib.suppress(Exception):
                     await self._channel.send(p.Cancel(id=msg.id))
@@ -269,15 +298,14 @@ class WorkerHandle:
         """Liveness check kept for the runtime; the Pong is routed as request id 0."""
         if self._channel is None or self.state is not WorkerState.READY:
             return False
-        queue: asyncio.Queue[p.Message | None] = asyncio.Queue()
-        self._queues[-1] = queue
+        inbox = self._inboxes[-1] = Inbox()
         try:
             await self._channel.send(p.Ping(seq=1))
-            return isinstance(await asyncio.wait_for(queue.get(), timeout_s), p.Pong)
+            return isinstance(await asyncio.wait_for(inbox.get(), timeout_s), p.Pong)
         except TimeoutError:
             return False
         finally:
-            self._queues.pop(-1, None)
+            self._inboxes.pop(-1, None)
 
     async def stop(self, grace_s: float = 5.0, term_s: float = 3.0) -> None:
         if self._proc is None:
@@ -314,12 +342,12 @@ class WorkerHandle:
     def _route(self, msg: p.Message) -> None:
         """Called by the channel for each message from the worker, as it arrives."""
         if isinstance(msg, (p.Ready, p.LoadFailed)):
-            self._handshake.put_nowait(msg)
+            self._handshake.put(msg)
         elif isinstance(msg, p.Pong):
-            if (queue := self._queues.get(-1)) is not None:
-                queue.put_nowait(msg)
-        elif (queue := self._queues.get(getattr(msg, "id", -2))) is not None:
-            queue.put_nowait(msg)
+            if (inbox := self._inboxes.get(-1)) is not None:
+                inbox.put(msg)
+        elif (inbox := self._inboxes.get(getattr(msg, "id", -2))) is not None:
+            inbox.put(msg)
         # Replies for ids no longer tracked (cancelled, timed out) are dropped.
 
     def _bad_frame(self, exc: p.ProtocolError) -> None:
@@ -334,9 +362,9 @@ class WorkerHandle:
         self.exit_code = code
         self.state = WorkerState.EXITED
         log.info("worker exited model=%s pid=%d code=%d", self.name, self._proc.pid, code)
-        self._handshake.put_nowait(None)
-        for queue in self._queues.values():
-            queue.put_nowait(None)
+        self._handshake.put(None)
+        for inbox in self._inboxes.values():
+            inbox.put(None)
         if self._channel is not None:
             self._channel.close()
         self.exited.set()

@@ -280,7 +280,7 @@ def decode(data: bytes) -> Message:
 def decode_frame(data: bytes) -> list[Message]:
     """Parse a frame: one message, or a batch of them, in order."""
     obj = _unpack(data)
-    if isinstance(obj, list) and obj and all(isinstance(item, list) for item in obj):
+    if isinstance(obj, list) and obj and isinstance(obj[0], list):  # a message starts with its tag
         return [_message(item) for item in obj]
     if obj == []:
         raise ProtocolError("empty batch")
@@ -311,17 +311,20 @@ def _plain(value: object) -> object:
 
 
 def _build(cls: type[Message], fields: dict[str, object]) -> Message:
-    hints = _hints(cls)
-    if fields.keys() != hints.keys():
-        missing = hints.keys() - fields.keys()
-        extra = fields.keys() - hints.keys()
+    names, checks = _SPECS.get(cls) or _spec(cls)
+    if fields.keys() != names:
+        missing = names - fields.keys()
+        extra = fields.keys() - names
         raise ProtocolError(
             f"{cls.TAG}: missing fields {sorted(missing)}, extra fields {sorted(map(str, extra))}"
         )
     values: dict[str, object] = {}
-    for name, hint in hints.items():
+    for name, hint, exact in checks:
         value = fields[name]
-        if hint is ErrorInfo:
+        if exact is not None:
+            if type(value) not in exact:
+                raise ProtocolError(f"{cls.TAG}.{name}: unexpected {type(value).__name__}")
+        elif hint is ErrorInfo:
             value = _error_info(value)
         elif not _has_shape(value, hint):
             raise ProtocolError(f"{cls.TAG}.{name}: unexpected {type(value).__name__}")
@@ -369,6 +372,25 @@ def _has_shape(value: object, hint: object) -> bool:
 
 _HINTS: dict[type[Message], dict[str, object]] = {}
 _NAMES: dict[type[Message], tuple[str, ...]] = {}
+# Per class: its field names, and per field (name, hint, exact types or None). A plain field
+# is checked by its value's exact type, as msgpack builds only exact str/int/float/bool
+# (what `_has_shape` decides for those hints, without a call per field: this runs for every
+# streamed token).
+_Check = tuple[str, object, tuple[type, ...] | None]
+_SPECS: dict[type[Message], tuple[frozenset[str], tuple[_Check, ...]]] = {}
+_EXACT: dict[object, tuple[type, ...]] = {
+    str: (str,),
+    bool: (bool,),
+    int: (int,),
+    float: (float, int),
+}
+
+
+def _spec(cls: type[Message]) -> tuple[frozenset[str], tuple[_Check, ...]]:
+    hints = _hints(cls)
+    checks = tuple((name, hint, _EXACT.get(hint)) for name, hint in hints.items())
+    spec = _SPECS[cls] = (frozenset(hints), checks)
+    return spec
 
 
 def _names(cls: type[Message]) -> tuple[str, ...]:

@@ -121,6 +121,8 @@ MALFORMED: list[tuple[str, bytes]] = [
     ("extra field", _packed(["ping", {"seq": 1, "x": 2}])),
     ("wrong type", _packed(["ping", {"seq": "1"}])),
     ("bool for int", _packed(["cancel", {"id": True}])),
+    ("float for int", _packed(["cancel", {"id": 1.0}])),
+    ("int for str", _packed(["chunk", {"id": 1, "text": 1, "thinking": ""}])),
     ("bad list item", _packed(["tokens", {"id": 1, "tokens": [1, "2"]}])),
     ("bad literal", _packed(["done", {
         "id": 1, "done_reason": "load", "prompt_eval_count": 0, "prompt_eval_duration_ns": 0,
@@ -150,8 +152,13 @@ def test_protocol_batch_frame_keeps_order_and_types() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [_packed([]), _packed([["ping", {"seq": 1}], ["ping", {}]]), _packed([["nope", {}]])],
-    ids=["empty batch", "one bad message", "unknown tag in batch"],
+    [
+        _packed([]),
+        _packed([["ping", {"seq": 1}], ["ping", {}]]),
+        _packed([["nope", {}]]),
+        _packed([["ping", {"seq": 1}], "ping"]),
+    ],
+    ids=["empty batch", "one bad message", "unknown tag in batch", "not a message in batch"],
 )
 def test_protocol_batch_frame_rejects_any_bad_message(data: bytes) -> None:
     with pytest.raises(ProtocolError):
