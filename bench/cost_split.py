@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a file: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
+    ModelChoice,
     base_parser,
     corral_options,
     corral_server,
@@ -56,51 +53,20 @@ SERVERS: dict[str, tuple[str, ...]] = {
     "no-http": ("bench.chunk_drop", "supervisor"),
     "no-chunks": ("bench.chunk_drop", "worker"),
 }
-LAZY_POLL_S = 0.25
-
-
-def read_lazily(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST a streamed /api/generate and read the reply only every LAZY_POLL_S seconds, so
-    the client wakes ~4 times a second instead of once per token. The final record."""
-    parts = urlsplit(url)
-    data = json.dumps({**body, "stream": True}).encode()
-    head = (
-        f"POST /api/generate HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    received = bytearray()
-    with socket.create_connection((parts.hostname, parts.port), timeout=600) as sock:
-        sock.sendall(head.encode() + data)
-        sock.setblocking(False)
-        while True:
-            time.sleep(LAZY_POLL_S)
-            try:
-                while chunk := sock.recv(1 << 20):
-                    received += chunk
-            except BlockingIOError:
-                continue
-            break  # recv gave b"": the server closed the connection after the reply
-    lines = [line for line in bytes(received).split(b"\n") if line.startswith(b"{")]
-    if not lines or b'"done":true' not in lines[-1]:
-        raise RuntimeError(f"no final record from {url}: {bytes(received[-300:])!r}")
-    final: dict[str, Any] = json.loads(lines[-1])
-    return final
+LAZY_POLL_S = 0.25  # the lazy client reads four times a second
 
 
 def _generate(side: str, url: str, request: dict[str, Any]) -> dict[str, Any]:
     """One streamed generation on `side`; its final record."""
-    if side == "lazy-client":
-        return read_lazily(url, request)
-    return stream_corral_blocking(StreamClient(url), "/api/generate", request).final
+    poll_s = LAZY_POLL_S if side == "lazy-client" else 0.0
+    return stream_corral_blocking(StreamClient(url), "/api/generate", request, poll_s).final
 
 
 def _server_tps(final: dict[str, Any]) -> float:
     return float(final["eval_count"]) / float(final["eval_duration"]) * 1e9
 
 
-def measure(model_key: str, threads: int, tokens: int, repeat: int) -> dict[str, Any]:
-    model = resolve_model(model_key)
+def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[str, Any]:
     before = machine()
     options = corral_options(threads, tokens, NUM_CTX)
     body = {"prompt": PROMPT, "raw": True, "options": options}
@@ -152,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    return measure(args.model, args.threads, args.tokens, args.repeat)
+    return measure(resolve_model(args.model), args.threads, args.tokens, args.repeat)
 
 
 if __name__ == "__main__":

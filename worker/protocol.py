@@ -370,7 +370,6 @@ def _has_shape(value: object, hint: object) -> bool:
     return hint is object
 
 
-_HINTS: dict[type[Message], dict[str, object]] = {}
 _NAMES: dict[type[Message], tuple[str, ...]] = {}
 # Per class: its field names, and per field (name, hint, exact types or None). A plain field
 # is checked by its value's exact type, as msgpack builds only exact str/int/float/bool
@@ -387,9 +386,10 @@ _EXACT: dict[object, tuple[type, ...]] = {
 
 
 def _spec(cls: type[Message]) -> tuple[frozenset[str], tuple[_Check, ...]]:
-    hints = _hints(cls)
-    checks = tuple((name, hint, _EXACT.get(hint)) for name, hint in hints.items())
-    spec = _SPECS[cls] = (frozenset(hints), checks)
+    hints = typing.get_type_hints(cls)
+    names = _names(cls)
+    checks = tuple((name, hints[name], _EXACT.get(hints[name])) for name in names)
+    spec = _SPECS[cls] = (frozenset(names), checks)
     return spec
 
 
@@ -399,9 +399,3 @@ def _names(cls: type[Message]) -> tuple[str, ...]:
         names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
     return names
 
-
-def _hints(cls: type[Message]) -> dict[str, object]:
-    if cls not in _HINTS:
-        hints = typing.get_type_hints(cls)
-        _HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    return _HINTS[cls]
