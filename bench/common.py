@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import signal
@@ -88,7 +89,39 @@ def paired_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
     The sides take turns within each round, so a round's two figures saw the same load;
     this VM's speed drifts 10-20% between rounds, which a ratio of two medians would mix in.
     """
-    return median([a / b for a, b in zip(ours, theirs, strict=True)])
+    return median(_ratios(ours, theirs))
+
+
+def paired_ratio_interval(ours: Sequence[float], theirs: Sequence[float]) -> list[float]:
+    """A 95% interval for `paired_ratio`'s median (see `median_interval`)."""
+    return median_interval(_ratios(ours, theirs))
+
+
+def _ratios(ours: Sequence[float], theirs: Sequence[float]) -> list[float]:
+    return [a / b for a, b in zip(ours, theirs, strict=True)]
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> list[float]:
+    """A distribution-free interval for the median of `values`: [x(k), x(n+1-k)] in sorted
+    order, with the largest k that leaves at most (1 - level) / 2 on each side; the number
+    of values below the true median is Binomial(n, 1/2). Rounds are assumed independent.
+    NaN for both ends when there are too few values (fewer than 6 at 95%)."""
+    ordered = sorted(values)
+    n, tail, below, k = len(ordered), (1 - level) / 2, 0.0, 0
+    while k < n:
+        below += math.comb(n, k) / 2**n  # P(exactly k values below the median)
+        if below > tail:
+            break
+        k += 1
+    if k == 0:
+        return [float("nan"), float("nan")]
+    return [ordered[k - 1], ordered[n - k]]
+
+
+def settled(interval: Sequence[float], threshold: float) -> bool:
+    """Whether the whole interval lies on one side of `threshold` (the verdict is not noise)."""
+    low, high = interval
+    return low >= threshold or high < threshold
 
 
 def median(values: Sequence[float]) -> float:
@@ -283,6 +316,11 @@ def fmt(value: float, unit: str = "", digits: int = 1) -> str:
     if value != value:  # NaN
         return "-"
     return f"{value:.{digits}f}{unit}"
+
+
+def fmt_interval(interval: Sequence[float], digits: int = 3) -> str:
+    low, high = interval
+    return "-" if low != low else f"{low:.{digits}f}-{high:.{digits}f}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -33,15 +33,18 @@ from bench.common import (
     corral_options,
     corral_server,
     fmt,
+    fmt_interval,
     free_port,
     idle_cpu_percent,
     machine,
     median,
     paired_ratio,
+    paired_ratio_interval,
     resolve_model,
     scratch_dir,
     script_main,
     settle,
+    settled,
     stop_process,
     wait_http,
 )
@@ -190,6 +193,7 @@ def measure_point(
         "corral_tps": co_tps,
         "llama_server_tps": ls_tps,
         "ratio": paired_ratio(*rounds),
+        "ratio_interval_95": paired_ratio_interval(*rounds),
         "ratio_of_medians": co_tps / ls_tps,
         **out,
     }
@@ -214,6 +218,7 @@ def measure(
         "points": points,
         "goal": "corral >= llama-server at 4 and 8 clients",
         "met": bool(judged) and all(p["ratio"] >= 1.0 for p in judged),
+        "settled": all(settled(p["ratio_interval_95"], 1.0) for p in judged),
     }
 
 
@@ -228,6 +233,7 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
                 fmt(p["llama_server_tps"]),
                 fmt(p["corral_tps"]),
                 fmt(p["ratio"], "", 3),
+                fmt_interval(p["ratio_interval_95"]),
                 goal,
             ]
         )
@@ -240,6 +246,7 @@ HEADERS = [
     "llama-server agg tok/s",
     "corral agg tok/s",
     "ratio",
+    "95% interval",
     ">= llama-server",
 ]
 

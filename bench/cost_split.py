@@ -36,9 +36,11 @@ from bench.common import (
     corral_options,
     corral_server,
     fmt,
+    fmt_interval,
     machine,
     median,
     paired_ratio,
+    paired_ratio_interval,
     resolve_model,
     scratch_dir,
     script_main,
@@ -102,15 +104,21 @@ def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[
         "reference_tps": median(runs["reference"]),
         "tps": {side: median(runs[side]) for side in SIDES},
         "ratio": ratios,
+        "ratio_interval_95": {
+            side: paired_ratio_interval(runs[side], runs["reference"]) for side in SIDES
+        },
         "runs": runs,
     }
 
 
 def rows(r: dict[str, Any]) -> list[list[str]]:
-    return [[r["model"], fmt(r["reference_tps"])] + [fmt(r["ratio"][s], "", 3) for s in SIDES]]
+    ratios = [
+        f"{fmt(r['ratio'][s], '', 3)} ({fmt_interval(r['ratio_interval_95'][s])})" for s in SIDES
+    ]
+    return [[r["model"], fmt(r["reference_tps"]), *ratios]]
 
 
-HEADERS = ["model", "llama-cpp low-level tok/s", *(f"{side} ratio" for side in SIDES)]
+HEADERS = ["model", "llama-cpp low-level tok/s", *(f"{side} ratio (95%)" for side in SIDES)]
 
 
 def parser() -> argparse.ArgumentParser:

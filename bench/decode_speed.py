@@ -5,7 +5,9 @@ per token and a greedy sampler in C (the engine's own limit). The high-level `Ll
 speed is reported beside it. Decode speed everywhere is (tokens - 1) / (time of the last
 token - time of the first token), so prompt processing is left out; corral's is measured by
 the client from the streamed chunks. The engines run in their own processes and the three
-sides take turns, so load that drifts hits them all. `InProcess` and `EngineProcess` are
+sides take turns, so load that drifts hits them all. The ratio comes with a 95% interval
+for its median (`median_interval`): the verdict is settled only when that interval lies
+wholly on one side of 0.95. `InProcess` and `EngineProcess` are
 shared with first_token and cold_start.
 
     .venv/bin/python -m bench.decode_speed --model {smollm2,big,PATH} [--threads N] [--tokens N]
@@ -33,14 +35,17 @@ from bench.common import (
     corral_options,
     corral_server,
     fmt,
+    fmt_interval,
     idle_cpu_percent,
     machine,
     median,
     paired_ratio,
+    paired_ratio_interval,
     resolve_model,
     scratch_dir,
     script_main,
     settle,
+    settled,
 )
 from bench.stream_client import StreamClient, stream_corral_blocking
 
@@ -221,6 +226,7 @@ def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[
     low_tps = median(low_runs)
     corral_tps = median([r.decode_tps for r in corral])
     ratio = paired_ratio([r.decode_tps for r in corral], low_runs)
+    interval = paired_ratio_interval([r.decode_tps for r in corral], low_runs)
     server_tps = [r.final["eval_count"] / r.final["eval_duration"] * 1e9 for r in corral]
     return {
         "benchmark": "decode_speed",
@@ -235,9 +241,11 @@ def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[
         "corral_tps": corral_tps,
         "corral_server_reported_tps": median(server_tps),
         "ratio": ratio,
+        "ratio_interval_95": interval,
         "ratio_of_medians": corral_tps / low_tps,
         "goal": ">= 0.95",
         "met": ratio >= 0.95,
+        "settled": settled(interval, 0.95),
         "corral_tokens": [r.tokens for r in corral],
         "corral_idle_cpu_percent": idle,
         "runs": {
@@ -258,6 +266,7 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
             fmt(r["corral_tps"]),
             fmt(r["corral_server_reported_tps"]),
             fmt(r["ratio"], "", 3),
+            fmt_interval(r["ratio_interval_95"]),
             "yes" if r["met"] else "NO",
         ]
     ]
@@ -270,6 +279,7 @@ HEADERS = [
     "corral tok/s",
     "corral (server-side) tok/s",
     "ratio",
+    "95% interval",
     ">= 0.95",
 ]
 

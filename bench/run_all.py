@@ -69,12 +69,19 @@ def summary(results: list[dict[str, Any]]) -> str:
         ]
         parts.append(f"{name}\n{table(module.HEADERS, rows)}")
     goals = [
-        [r["benchmark"], r["model"], r["goal"], "yes" if r["met"] else "NO"]
+        [r["benchmark"], r["model"], r["goal"], "yes" if r["met"] else "NO", _sure(r)]
         for r in results
         if "error" not in r
     ]
-    parts.append("goals\n" + table(["benchmark", "model", "goal", "met"], goals))
+    parts.append("goals\n" + table(["benchmark", "model", "goal", "met", "beyond noise"], goals))
     return "\n\n".join(parts)
+
+
+def _sure(result: dict[str, Any]) -> str:
+    """For the paired-ratio goals: whether the 95% interval lies wholly on one side."""
+    if "settled" not in result:
+        return ""
+    return "yes" if result["settled"] else "no"
 
 
 def revision() -> dict[str, Any]:
