@@ -252,7 +252,7 @@ HEADERS = [
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = base_parser(__doc__.splitlines()[0], tokens=128, repeat=7)
+    parser = base_parser(__doc__.splitlines()[0], tokens=128, repeat=15)
     parser.add_argument("--clients", default="1,2,4,8", help="comma-separated client counts")
     return parser
 

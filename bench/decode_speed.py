@@ -285,7 +285,7 @@ HEADERS = [
 
 
 def parser() -> argparse.ArgumentParser:
-    return base_parser(__doc__.splitlines()[0], tokens=128, repeat=15)
+    return base_parser(__doc__.splitlines()[0], tokens=128, repeat=31)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
