@@ -73,12 +73,13 @@ def summary(results: list[dict[str, Any]]) -> str:
         for r in results
         if "error" not in r
     ]
-    parts.append("goals\n" + table(["benchmark", "model", "goal", "met", "beyond noise"], goals))
+    parts.append("goals\n" + table(["benchmark", "model", "goal", "met", "settled"], goals))
     return "\n\n".join(parts)
 
 
 def _sure(result: dict[str, Any]) -> str:
-    """For the paired-ratio goals: whether the 95% interval lies wholly on one side."""
+    """For the paired-ratio goals: whether this run's 95% interval lies wholly on one side
+    of the threshold (it covers the noise between rounds, not between runs)."""
     if "settled" not in result:
         return ""
     return "yes" if result["settled"] else "no"
