@@ -14,6 +14,11 @@ Invariants:
 - A blob appears only by atomic rename after its sha256 was verified; a manifest appears
   only by atomic replace after every blob it references exists.
 - Lookups ignore case and keep the stored spelling (Ollama's ``getExistingName``).
+- ``get`` remembers what each name resolved to and reuses it while the manifest file is the
+  same file with the same size, times and inode (one ``stat``); every request names a model,
+  and resolving walks four directory levels and parses the manifest (~0.4 ms). Writes
+  through the store forget everything remembered; a change made beside the store shows in
+  the ``stat``.
 
 Thread safety: one lock serialises ``write_manifest``, ``copy``, ``delete``, ``prune``,
 ``remove_unreferenced`` and ``fix_blob_names``. Blob writers and reads run unlocked: a blob
@@ -61,6 +66,10 @@ logger = logging.getLogger(__name__)
 _KINDS = ("host", "namespace", "model", "tag")
 _CHUNK_BYTES = 1024 * 1024
 _DIGEST_BYTES_RE = re.compile(rb"sha256[:-]([0-9a-fA-F]{64})")
+_REMEMBERED_MAX = 256  # names `get` keeps; past that it starts over
+
+FileId = tuple[int, int, int, int]
+"""A file's inode, size, mtime and ctime (ns): the same bytes while it stays the same."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +94,24 @@ def _digest_of_blob_name(name: str) -> str | None:
     return parse_digest(name)
 
 
-def _read_capped(path: Path, max_bytes: int) -> tuple[bytes, float]:
-    """Read at most ``max_bytes`` + 1 bytes of a regular file; return bytes and mtime."""
+def _read_capped(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    """Read at most ``max_bytes`` + 1 bytes of a regular file; return them and its stat."""
     with open(path, "rb") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise RegistryError(f"{path.name} is not a regular file")
-        return file.read(max_bytes + 1), info.st_mtime
+        return file.read(max_bytes + 1), info
+
+
+def _file_id(info: os.stat_result) -> FileId:
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _current_id(path: Path) -> FileId | None:
+    try:
+        return _file_id(os.stat(path))
+    except OSError:
+        return None
 
 
 class ModelStore:
@@ -102,6 +122,8 @@ class ModelStore:
         self.blobs_dir = self.root / "blobs"
         self.manifests_dir = self.root / "manifests"
         self._lock = threading.Lock()
+        # name asked for -> (manifest path, its FileId when read, what get returned)
+        self._remembered: dict[ModelName, tuple[Path, FileId, StoredModel]] = {}
 
     # -- blobs -----------------------------------------------------------------------------
 
@@ -171,15 +193,25 @@ class ModelStore:
 
     def get(self, name: ModelName) -> StoredModel:
         """Return the stored model; raise ModelNotFound, or InvalidManifest if corrupt."""
+        remembered = self._remembered.get(name)
+        if remembered is not None:
+            path, file_id, model = remembered
+            if _current_id(path) == file_id:
+                return model
         found = self.resolve(name)
         if found is None:
             raise ModelNotFound(f'model "{name.display_shortest()}" not found')
+        path = self._manifest_path(found)
         try:
-            return self._load(found, self._manifest_path(found))
+            model, file_id = self._load_with_id(found, path)
         except FileNotFoundError as exc:
             raise ModelNotFound(f'model "{name.display_shortest()}" not found') from exc
         except OSError as exc:
             raise RegistryError(f"cannot read manifest: {exc.strerror}") from exc
+        if len(self._remembered) >= _REMEMBERED_MAX:
+            self._remembered.clear()
+        self._remembered[name] = (path, file_id, model)
+        return model
 
     def list_models(self) -> list[StoredModel]:
         """Return every readable model; bad names and corrupt manifests are logged, skipped."""
@@ -205,6 +237,7 @@ class ModelStore:
                     raise BlobNotFound(f'blob "{digest}" not found')
             target = self._target_path(name)
             self._write_atomic(target, data)
+            self._remembered.clear()
         logger.info("manifest_written name=%s", name)
 
     def copy(self, src: ModelName, dst: ModelName) -> None:
@@ -222,6 +255,7 @@ class ModelStore:
                 raw, _ = _read_capped(src_path, MAX_MANIFEST_BYTES)
             Manifest.parse(raw)
             self._write_atomic(dst_path, raw)
+            self._remembered.clear()
         logger.info("model_copied src=%s dst=%s", found, dst)
 
     def delete(self, name: ModelName) -> None:
@@ -235,6 +269,7 @@ class ModelStore:
             with os_errors("cannot delete manifest"):
                 raw, _ = _read_capped(path, MAX_MANIFEST_BYTES)
                 path.unlink()
+            self._remembered.clear()
             self._remove_empty_parents(path.parent)
             try:
                 own = Manifest.parse(raw).digests()
@@ -375,9 +410,13 @@ class ModelStore:
         fsync_dir(path.parent)
 
     def _load(self, name: ModelName, path: Path) -> StoredModel:
-        raw, mtime = _read_capped(path, MAX_MANIFEST_BYTES)
+        return self._load_with_id(name, path)[0]
+
+    def _load_with_id(self, name: ModelName, path: Path) -> tuple[StoredModel, FileId]:
+        raw, info = _read_capped(path, MAX_MANIFEST_BYTES)
         manifest = Manifest.parse(raw)
-        return StoredModel(name, manifest, raw, hashlib.sha256(raw).hexdigest(), mtime)
+        digest = hashlib.sha256(raw).hexdigest()
+        return StoredModel(name, manifest, raw, digest, info.st_mtime), _file_id(info)
 
     def _manifest_files(self) -> list[tuple[Path, ModelName]]:
         """Every file exactly four levels under manifests/ whose path is a valid name."""

@@ -339,6 +339,52 @@ def test_store_write_manifest_keeps_one_spelling(store: ModelStore) -> None:
     }
 
 
+def test_store_get_reuses_a_lookup_while_the_manifest_file_is_unchanged(
+    store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = _make_model(store, "m:1", b"w")
+    first = store.get(_name("M:1"))
+    walks: list[ModelName] = []
+    resolve = store.resolve
+    monkeypatch.setattr(store, "resolve", lambda n: walks.append(n) or resolve(n))
+    assert store.get(_name("M:1")) is first
+    assert walks == []
+    # A write through the store forgets the lookup: the next get walks and reads again.
+    store.write_manifest(name, _manifest(store, b"two"))
+    walks.clear()
+    assert store.get(_name("M:1")).manifest.layers[0].digest == sha256_digest(b"two")
+    assert walks == [_name("M:1")]
+
+
+def test_store_get_sees_changes_made_beside_the_store(store: ModelStore) -> None:
+    name = _make_model(store, "m:1", b"w")
+    path = store.manifests_dir / "registry.ollama.ai" / "library" / "m" / "1"
+    assert store.get(name).manifest.layers[0].digest == sha256_digest(b"w")
+    # Rewritten in place, same size, same inode: the times tell the new bytes apart.
+    other = _manifest(store, b"x")
+    assert len(other) == path.stat().st_size
+    with open(path, "r+b") as file:
+        file.write(other)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert store.get(name).manifest.layers[0].digest == sha256_digest(b"x")
+    path.write_bytes(b"{not json")
+    with pytest.raises(InvalidManifest):
+        store.get(name)
+    path.unlink()
+    with pytest.raises(ModelNotFound):
+        store.get(name)
+
+
+def test_store_get_forgets_a_deleted_model(store: ModelStore) -> None:
+    name = _make_model(store, "m:1", b"w")
+    store.get(name)
+    store.delete(name)
+    with pytest.raises(ModelNotFound):
+        store.get(name)
+    _make_model(store, "M:1", b"again")
+    assert str(store.get(name).name) == "registry.ollama.ai/library/M:1"
+
+
 def test_store_copy_shares_blobs(store: ModelStore) -> None:
     src = _make_model(store, "base:1b", b"weights")
     blobs = _blob_names(store)
