@@ -297,6 +297,12 @@ async def settle() -> None:
     await asyncio.sleep(SPARE_SETTLE_S)
 
 
+# llama.cpp's threads spin for a while after a decode before they sleep. When two sides
+# take turns, each waits this long before it starts, so neither starts into the other's spin
+# (a request sent straight after the other side's decode found both cores taken).
+QUIET_S = 0.1
+
+
 def corral_options(threads: int, tokens: int, num_ctx: int, **more: Any) -> dict[str, Any]:
     """Request options every corral benchmark sends: greedy, fixed length, fixed threads."""
     return {

@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
 
 from bench.common import (
     LLAMA_SERVER,
+    QUIET_S,
     REPO,
     ModelChoice,
     base_parser,
@@ -148,7 +149,8 @@ async def alternate(
     senders: dict[str, tuple[Send, int]], clients: int, tokens: int, repeat: int
 ) -> dict[str, dict[str, Any]]:
     """Warm each server up, check that it rests when idle (both stay up, so one that spun
-    would slow the other), then burst them in turn, so load that drifts hits both."""
+    would slow the other), then burst them in turn, so load that drifts hits both, each
+    QUIET_S after the other's burst."""
     for send, _pid in senders.values():
         await burst(send, clients, 4)  # loads the model, touches every slot
     await settle()
@@ -156,6 +158,7 @@ async def alternate(
     done: dict[str, list[dict[str, Any]]] = {key: [] for key in senders}
     for _ in range(repeat):
         for key, (send, _pid) in senders.items():
+            await asyncio.sleep(QUIET_S)
             done[key].append(await burst(send, clients, tokens))
     return {
         key: {

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a file: make the `bench` package importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
+    QUIET_S,
     ModelChoice,
     base_parser,
     corral_options,
@@ -48,7 +49,6 @@ from bench.stream_client import (
 )
 
 NUM_CTX = 2048
-QUIET_S = 0.1  # between the two sides' requests: the other side's spinning threads settle
 SUBJECTS = (
     "Rivers",
     "Glaciers",
