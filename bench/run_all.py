@@ -78,8 +78,9 @@ def summary(results: list[dict[str, Any]]) -> str:
 
 
 def _sure(result: dict[str, Any]) -> str:
-    """For the paired-ratio goals: whether this run's 95% interval lies wholly on one side
-    of the threshold (it covers the noise between rounds, not between runs)."""
+    """For the goals judged on a median with an interval (benchmarks 1-3): whether this
+    run's 95% interval lies wholly on one side of the threshold (it covers the noise
+    between rounds, not between runs)."""
     if "settled" not in result:
         return ""
     return "yes" if result["settled"] else "no"
