@@ -56,6 +56,15 @@ def make_dirs(path: Path) -> None:
         directory.mkdir(mode=DIR_MODE, exist_ok=True)
 
 
+def sorted_entries(directory: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory`` by name; none when it is missing or not a directory."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def check_inside(path: Path, base: Path) -> Path:
     """Second guard after validation: ``path`` must lie strictly below ``base``."""
     full, top = os.path.abspath(path), os.path.abspath(base)

@@ -29,7 +29,6 @@ with ``BlobNotFound`` rather than storing a manifest with a hole.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -49,8 +48,9 @@ from registry.blob import (
     fsync_dir,
     make_dirs,
     os_errors,
+    sorted_entries,
 )
-from registry.digest import DIGEST_RE, blob_filename, parse_digest
+from registry.digest import blob_filename
 from registry.errors import (
     BlobNotFound,
     InvalidManifest,
@@ -60,6 +60,7 @@ from registry.errors import (
 )
 from registry.manifest import MAX_MANIFEST_BYTES, Manifest
 from registry.names import ModelName, is_valid_part
+from registry.prune import fix_blob_names, prune_blobs, prune_manifest_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +86,6 @@ class StoredModel:
     raw: bytes
     digest_hex: str
     modified_at: float
-
-
-def _digest_of_blob_name(name: str) -> str | None:
-    """The digest a file in blobs/ holds, or None unless its name is canonical."""
-    if DIGEST_RE.match(name) is None or blob_filename(name) != name:
-        return None
-    return parse_digest(name)
 
 
 def _read_capped(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
@@ -323,40 +317,32 @@ class ModelStore:
         """
         cutoff = (time.time() if now is None else now) - grace_s
         with self._lock:
-            self._fix_blob_names_locked()  # 1
+            fix_blob_names(self.blobs_dir)  # 1
             in_use = self._referenced_digests(strict=True)
             if in_use is None:  # 2
                 logger.warning("prune_skipped reason=unreadable_manifest")
                 return []
-            removed = self._prune_blobs(in_use, cutoff)  # 3
-            self._prune_manifest_dirs(cutoff)  # 4
+            removed = prune_blobs(self.blobs_dir, in_use, cutoff)  # 3
+            prune_manifest_dirs(self.manifests_dir, cutoff)  # 4
         logger.info("prune_done removed=%d", len(removed))
         return removed
 
     def fix_blob_names(self) -> None:
         """Rename old ``sha256:<hex>`` (and upper-case hex) blob files to ``sha256-<hex>``."""
         with self._lock:
-            self._fix_blob_names_locked()
+            fix_blob_names(self.blobs_dir)
 
     # -- internals -------------------------------------------------------------------------
 
     def _manifest_path(self, name: ModelName) -> Path:
         return check_inside(self.manifests_dir.joinpath(*name.parts()), self.manifests_dir)
 
-    @staticmethod
-    def _scan(directory: Path) -> list[os.DirEntry[str]]:
-        try:
-            with os.scandir(directory) as entries:
-                return sorted(entries, key=lambda entry: entry.name)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
     def _matching(self, directory: Path, depth: int, want: str) -> list[str]:
         """Entries spelling ``want`` in any case, the exact spelling first."""
         wanted = want.lower()
         names = [
             entry.name
-            for entry in self._scan(directory)
+            for entry in sorted_entries(directory)
             if is_valid_part(_KINDS[depth], entry.name) and entry.name.lower() == wanted
         ]
         return sorted(names, key=lambda entry: entry != want)
@@ -460,51 +446,3 @@ class ModelStore:
             except OSError:
                 return  # not empty (or gone): stop climbing
             directory = directory.parent
-
-    def _prune_manifest_dirs(self, cutoff: float) -> None:
-        if not self.manifests_dir.is_dir():
-            return
-        for current, _dirs, files in os.walk(self.manifests_dir, topdown=False):
-            for file in files:
-                path = os.path.join(current, file)
-                with contextlib.suppress(OSError):
-                    if file.startswith(TMP_PREFIX) and os.lstat(path).st_mtime <= cutoff:
-                        os.unlink(path)
-            if os.path.abspath(current) != os.path.abspath(self.manifests_dir):
-                with contextlib.suppress(OSError):
-                    if not os.listdir(current):
-                        os.rmdir(current)
-
-    def _prune_blobs(self, in_use: set[str], cutoff: float) -> list[str]:
-        # Start-up must not fail on a store it cannot fully clean (read-only, races).
-        removed: list[str] = []
-        for entry in self._scan(self.blobs_dir):
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    continue
-                if entry.stat(follow_symlinks=False).st_mtime > cutoff:
-                    continue
-                if _digest_of_blob_name(entry.name) in in_use:
-                    continue
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                logger.warning("prune_failed file=%s reason=%s", entry.name, exc.strerror)
-                continue
-            removed.append(entry.name)
-        return removed
-
-    def _fix_blob_names_locked(self) -> None:
-        for entry in self._scan(self.blobs_dir):
-            if DIGEST_RE.match(entry.name) is None:
-                continue
-            canonical = blob_filename(entry.name)
-            if entry.name == canonical:
-                continue
-            try:
-                os.replace(entry.path, self.blobs_dir / canonical)
-            except OSError as exc:
-                logger.warning("blob_rename_failed file=%s reason=%s", entry.name, exc.strerror)
-                continue
-            logger.info("blob_renamed old=%s new=%s", entry.name, canonical)
