@@ -221,7 +221,7 @@ def measure(
         "points": points,
         "goal": "corral >= llama-server at 4 and 8 clients",
         "met": bool(judged) and all(p["ratio"] >= 1.0 for p in judged),
-        "settled": all(settled(p["ratio_interval_95"], 1.0) for p in judged),
+        "settled": bool(judged) and all(settled(p["ratio_interval_95"], 1.0) for p in judged),
     }
 
 

@@ -58,14 +58,11 @@ SERVERS: dict[str, tuple[str, ...]] = {
 LAZY_POLL_S = 0.25  # the lazy client reads four times a second
 
 
-def _generate(side: str, url: str, request: dict[str, Any]) -> dict[str, Any]:
-    """One streamed generation on `side`; its final record."""
+def _server_tps(side: str, url: str, request: dict[str, Any]) -> float:
+    """One streamed generation on `side`; the decode speed the server reports for it."""
     poll_s = LAZY_POLL_S if side == "lazy-client" else 0.0
-    return stream_corral_blocking(StreamClient(url), "/api/generate", request, poll_s).final
-
-
-def _server_tps(final: dict[str, Any]) -> float:
-    return float(final["eval_count"]) / float(final["eval_duration"]) * 1e9
+    stream = stream_corral_blocking(StreamClient(url), "/api/generate", request, poll_s)
+    return stream.server_decode_tps
 
 
 def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[str, Any]:
@@ -91,7 +88,7 @@ def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[
         for _ in range(repeat):
             runs["reference"].append(reference.generate(PROMPT, tokens)["decode_tps"])
             for side in SIDES:
-                runs[side].append(_server_tps(_generate(side, urls[side], request)))
+                runs[side].append(_server_tps(side, urls[side], request))
     ratios = {side: paired_ratio(runs[side], runs["reference"]) for side in SIDES}
     return {
         "benchmark": "cost_split",

@@ -7,8 +7,8 @@ token - time of the first token), so prompt processing is left out; corral's is 
 the client from the streamed chunks. The engines run in their own processes and the three
 sides take turns, so load that drifts hits them all. The ratio comes with a 95% interval
 for its median (`median_interval`): the verdict is settled only when that interval lies
-wholly on one side of 0.95. `InProcess` and `EngineProcess` are
-shared with first_token and cold_start.
+wholly on one side of 0.95. `InProcess` and `EngineProcess` are shared with first_token
+and cold_start.
 
     .venv/bin/python -m bench.decode_speed --model {smollm2,big,PATH} [--threads N] [--tokens N]
 """
@@ -227,7 +227,7 @@ def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[
     corral_tps = median([r.decode_tps for r in corral])
     ratio = paired_ratio([r.decode_tps for r in corral], low_runs)
     interval = paired_ratio_interval([r.decode_tps for r in corral], low_runs)
-    server_tps = [r.final["eval_count"] / r.final["eval_duration"] * 1e9 for r in corral]
+    server_tps = [r.server_decode_tps for r in corral]
     return {
         "benchmark": "decode_speed",
         "model": model.key,

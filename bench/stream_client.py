@@ -34,6 +34,11 @@ class Stream:
         return self.first - self.sent if self.chunks else float("nan")
 
     @property
+    def server_decode_tps(self) -> float:
+        """Decode speed as corral's final record reports it (eval_count / eval_duration)."""
+        return float(self.final["eval_count"]) / float(self.final["eval_duration"]) * 1e9
+
+    @property
     def decode_tps(self) -> float:
         """Tokens after the first, over the time between the first and the last one."""
         span = self.last - self.first
