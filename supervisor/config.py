@@ -39,6 +39,8 @@ class Settings:
     num_parallel: int = 0
     """Parallel slots per model; 0 means chosen from free memory."""
     max_queue: int = 512
+    stream_interval_ms: int = 50
+    """Longest a streamed token waits so that several leave in one chunk; 0 sends each."""
     context_length: int = 4096
     load_timeout_s: float = 300.0
     noprune: bool = False
@@ -65,6 +67,7 @@ class Settings:
             "max_loaded_models": env.get("MAX_LOADED_MODELS", _count, "an integer >= 0"),
             "num_parallel": env.get("NUM_PARALLEL", _count, "an integer >= 0"),
             "max_queue": env.get("MAX_QUEUE", _positive, "an integer >= 1"),
+            "stream_interval_ms": env.get("STREAM_INTERVAL_MS", _count, "milliseconds >= 0"),
             "context_length": env.get("CONTEXT_LENGTH", _count, "an integer >= 0"),
             "load_timeout_s": env.get("LOAD_TIMEOUT", _timeout, "a duration like 5m or seconds"),
             "noprune": env.get("NOPRUNE", _bool, "true or false"),

@@ -154,6 +154,7 @@ class Runtime:
             num_thread=_int(opts.get("num_thread"), 0),
             use_mmap=bool(opts.get("use_mmap", True)),
             embedding=spec.is_embedding,
+            stream_interval_ms=self.settings.stream_interval_ms,
             extra_args=self.settings.worker_args,
         )
         handle = WorkerHandle(action.worker_id, command, self._runtime_dir)

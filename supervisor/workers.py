@@ -101,6 +101,7 @@ class WorkerCommand:
     num_thread: int = 0
     use_mmap: bool = True
     embedding: bool = False
+    stream_interval_ms: int = 0
     extra_args: tuple[str, ...] = ()
 
     def argv(self, endpoint: str) -> list[str]:
@@ -128,6 +129,8 @@ class WorkerCommand:
             str(self.num_gpu),
             "--num-thread",
             str(self.num_thread),
+            "--stream-interval-ms",
+            str(self.stream_interval_ms),
         ]
         args.append("--use-mmap" if self.use_mmap else "--no-mmap")
         if self.embedding:

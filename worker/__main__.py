@@ -5,6 +5,7 @@ The worker is configured entirely by argv (no environment reads), so a test can 
     python -m worker --endpoint ipc://... [--supervisor-pid N] --model PATH
         --backend {llama,fake} --model-name NAME --num-ctx N --num-parallel N
         --num-batch N --num-gpu N --num-thread N [--use-mmap/--no-mmap] [--embedding]
+        [--stream-interval-ms N]
     python -m worker --spare --endpoint ipc://... --backend {llama,fake}
 
 A spare worker imports its backend (llama-cpp-python's import alone is 100-180 ms), connects,
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use-mmap", dest="use_mmap", action="store_true", default=True)
     parser.add_argument("--no-mmap", dest="use_mmap", action="store_false")
     parser.add_argument("--embedding", action="store_true")
+    parser.add_argument(
+        "--stream-interval-ms", type=int, default=0, help="longest wait to join streamed chunks"
+    )
     fake = parser.add_argument_group("fake backend (tests)")
     fake.add_argument("--fake-tokens", help="comma-separated canned output pieces")
     fake.add_argument(
@@ -90,6 +94,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         num_thread=args.num_thread,
         use_mmap=args.use_mmap,
         embedding=args.embedding,
+        stream_interval_ms=args.stream_interval_ms,
     )
 
 

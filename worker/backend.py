@@ -44,6 +44,7 @@ class LoadOptions:
     num_thread: int  # CPU threads; 0 lets the engine pick
     use_mmap: bool  # map the weights instead of reading them
     embedding: bool  # load for embeddings (pooling on)
+    stream_interval_ms: int = 0  # streamed chunks may wait this long to share a frame
 
 
 @dataclass(frozen=True, slots=True)

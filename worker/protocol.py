@@ -155,6 +155,7 @@ class Load:
     num_thread: int  # CPU threads; 0 lets the engine pick
     use_mmap: bool
     embedding: bool
+    stream_interval_ms: int = 0
 
 
 # ---- replies (worker -> supervisor) ----

@@ -188,7 +188,7 @@ async def serve(
             n_parallel=backend.n_slots,
             memory_bytes=facts.memory_bytes,
         )
-        server = WorkerServer(channel, engine, backend)
+        server = WorkerServer(channel, engine, backend, options.stream_interval_ms / 1000)
         await channel.send(ready)
         return await server.run(parent)
     finally:
@@ -215,13 +215,15 @@ class WorkerServer:
     Mutated only on the event loop, except `Job` flags (see module docstring).
     """
 
-    def __init__(self, channel: Channel, engine: EngineThread, backend: Backend) -> None:
+    def __init__(
+        self, channel: Channel, engine: EngineThread, backend: Backend, hold_s: float = 0.0
+    ) -> None:
         self._channel = channel
         self._engine = engine
         self._jobs: dict[int, Job] = {}
         self._loop = asyncio.get_running_loop()
         self._engine_failed: asyncio.Future[None] = self._loop.create_future()
-        self._stepper = Engine(backend, self._emit)
+        self._stepper = Engine(backend, self._emit, hold_s=hold_s)
         engine.on_crash = self._on_engine_crash
         engine.attach(self._stepper)
 

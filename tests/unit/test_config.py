@@ -63,12 +63,19 @@ def test_config_durations(var: str, value: str, seconds: float) -> None:
         ("CORRAL_KEEP_ALIVE", "soon"),
         ("CORRAL_NOPRUNE", "maybe"),
         ("CORRAL_WORKER_BACKEND", "torch"),
+        ("CORRAL_STREAM_INTERVAL_MS", "-1"),
+        ("CORRAL_STREAM_INTERVAL_MS", "50ms"),
     ],
 )
 def test_config_bad_value_names_the_variable(var: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_env({var: value})
     assert var in str(err.value) and "expected" in str(err.value)
+
+
+def test_config_stream_interval_defaults_to_50_ms_and_0_sends_every_token() -> None:
+    assert Settings.from_env({}).stream_interval_ms == 50
+    assert Settings.from_env({"CORRAL_STREAM_INTERVAL_MS": "0"}).stream_interval_ms == 0
 
 
 def test_config_overrides_and_gpu_passthrough() -> None:
