@@ -1,7 +1,8 @@
 """Where benchmark 1's gap goes: corral's decode speed with parts of the per-token path removed.
 
-Four sides take turns with the in-process reference of `decode_speed` in every round:
+Five sides take turns with the in-process reference of `decode_speed` in every round:
 
+    per-token    corral with CORRAL_STREAM_INTERVAL_MS=0: one frame and one chunk per token
     full         corral as shipped, the stream read line by line as it comes (as in decode_speed)
     lazy-client  the same server, its stream read four times a second instead
     no-http      the supervisor drops each token's chunk on arrival (bench/chunk_drop.py): the
@@ -13,7 +14,8 @@ Speeds are the server-reported `eval_count / eval_duration` (the one figure ever
 in decode_speed it agrees with the client's own to within 1%); each ratio is the median of
 round-by-round ratios to the reference. Neighbouring sides differ by one part of the path:
 no-chunks -> no-http is the two zmq hops and the supervisor's receiving, no-http ->
-lazy-client is the supervisor's HTTP path, lazy-client -> full is the client's reading.
+lazy-client is the supervisor's HTTP path, lazy-client -> full is the client's reading,
+full -> per-token is what holding tokens for up to 50 ms saves.
 A diagnostic, not one of the issue's figures; `run_all` does not run it.
 
     .venv/bin/python -m bench.cost_split --model {smollm2,big,PATH} [--threads N] [--repeat N]
@@ -48,12 +50,14 @@ from bench.common import (
 from bench.decode_speed import NUM_CTX, PROMPT, EngineProcess
 from bench.stream_client import StreamClient, stream_corral_blocking
 
-SIDES = ("full", "lazy-client", "no-http", "no-chunks")
-# The server behind each side: python -m ... (the lazy client reads corral as shipped).
-SERVERS: dict[str, tuple[str, ...]] = {
-    "full": ("supervisor",),
-    "no-http": ("bench.chunk_drop", "supervisor"),
-    "no-chunks": ("bench.chunk_drop", "worker"),
+SIDES = ("per-token", "full", "lazy-client", "no-http", "no-chunks")
+# The server behind each side: python -m ..., and its environment beside the common one
+# (the lazy client reads corral as shipped).
+SERVERS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "per-token": (("supervisor",), {"CORRAL_STREAM_INTERVAL_MS": "0"}),
+    "full": (("supervisor",), {}),
+    "no-http": (("bench.chunk_drop", "supervisor"), {}),
+    "no-chunks": (("bench.chunk_drop", "worker"), {}),
 }
 LAZY_POLL_S = 0.25  # the lazy client reads four times a second
 
@@ -74,9 +78,9 @@ def measure(model: ModelChoice, threads: int, tokens: int, repeat: int) -> dict[
     with contextlib.ExitStack() as stack:
         reference = stack.enter_context(EngineProcess("lowlevel", model.path, threads, NUM_CTX))
         urls: dict[str, str] = {}
-        for side, module in SERVERS.items():
+        for side, (module, side_env) in SERVERS.items():
             tmp = stack.enter_context(scratch_dir(f"bench-split-{side}-"))
-            server = stack.enter_context(corral_server(tmp / "models", env, module))
+            server = stack.enter_context(corral_server(tmp / "models", env | side_env, module))
             server.import_model(model)
             urls[side] = server.url
         urls["lazy-client"] = urls["full"]
