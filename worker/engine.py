@@ -339,4 +339,3 @@ def _error_info(job: Job, exc: Exception) -> ErrorInfo:
         return ErrorInfo(ErrorCode.OUT_OF_MEMORY, "out of memory")
     log.exception("event=request_error id=%d kind=%s", job.request.id, job.request.TAG)
     return ErrorInfo(ErrorCode.INTERNAL, describe(exc))
-
