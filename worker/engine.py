@@ -24,11 +24,11 @@ A request's life here, as numbered in the code:
 Streamed chunks may wait up to `hold_s` (CORRAL_STREAM_INTERVAL_MS) so that the tokens of
 a few steps leave as one frame, each request's run of chunks joined into one (`coalesce`).
 Every frame wakes zmq's threads, the supervisor, its HTTP stack and the client, on the same
-cores as llama.cpp's threads: at ~130 tokens/s on two cores that was ~0.8 ms of CPU per
-token, taken from the decode. A step's chunks leave at once when waiting for one more step
-like it would pass `hold_s`, and so do a request's first chunk (time to first token), any
-reply that ends a request (with the chunks before it), and everything held when a new
-request arrives (its prompt may make the next step long).
+cores as llama.cpp's threads: at ~100 tokens/s on two cores that was ~0.8 ms of CPU per
+token, taken from the decode (~0.2 ms with 50 ms). A step's chunks leave at once when
+waiting for one more step like it would pass `hold_s`, and so do a request's first chunk
+(time to first token), any reply that ends a request (with the chunks before it), and
+everything held when a new request arrives (its prompt may make the next step long).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class Engine:
         self._out: list[JobReply] = []  # replies not yet emitted (held chunks included)
         self._hold_s = hold_s
         self._clock = clock
-        self._urgent = False  # _out holds a reply that must leave now
+        self._urgent = False  # the next flush sends whatever _out holds
         self._emitted_at = float("-inf")  # clock() at the last emit
         self._step_s = 0.0  # how long the last backend step took
 
