@@ -155,7 +155,7 @@ class Load:
     num_thread: int  # CPU threads; 0 lets the engine pick
     use_mmap: bool
     embedding: bool
-    stream_interval_ms: int = 0
+    stream_interval_ms: int = 0  # longest a streamed chunk waits to share a frame
 
 
 # ---- replies (worker -> supervisor) ----

@@ -55,15 +55,16 @@ class Harness:
         )  # fmt: skip
         self.backend = TimedBackend(FakeBackend(options, FakeSwitches(tokens=PIECES)), self.clock)
         self.engine = Engine(
-            self.backend,  # type: ignore[arg-type]  # a wrapper: Backend's attributes via __getattr__
+            self.backend,  # a wrapper: Backend's other attributes via __getattr__
             self.frames.append,
             hold_s=self.hold_s,
             clock=self.clock,
         )
 
-    def submit(self, request_id: int, **options: object) -> None:
+    def submit(self, request_id: int, **options: object) -> Job:
         job = Job(Generate(id=request_id, prompt="hi", raw=True, options=dict(options)))
         self.engine.accept(job)
+        return job
 
     def run(self, steps: int = 1000) -> None:
         for _ in range(steps):
@@ -122,13 +123,12 @@ def test_a_step_longer_than_the_interval_sends_at_once() -> None:
 
 def test_a_cancelled_request_gets_its_held_text_then_its_failure() -> None:
     h = Harness(hold_s=10.0)
-    h.submit(1)
+    job = h.submit(1)
     h.engine.step()
     h.engine.step()
     h.engine.step()
     assert h.texts(1) == [["a"]]
-    jobs = list(h.engine._running.values())
-    jobs[0].job.cancel()
+    job.cancel()
     h.engine.step()
     last = h.frames[-1]
     assert [type(r) for r in last] == [Chunk, Failed]
